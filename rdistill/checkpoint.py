@@ -1,0 +1,104 @@
+"""A run folder: what a training run leaves for the stages after it, and how to read it back.
+
+    run/
+      config.yaml                 the resolved RunConfig
+      model.json                  architecture, base weights, PEFT, classes and their DiT labels, codec
+      losses.csv                  one row per logged step
+      checkpoints/step-000500/    trainable.safetensors  the live trainable parameters
+                                  ema.safetensors        their EMA (sampling uses it)
+                                  optimizer.pt           AdamW state
+                                  memory.safetensors     the minimax memories
+                                  state.json             step, epoch
+Only trainable parameters are stored: under Difffit ~1.7 M for DiT-XL/2, so a checkpoint is a few MB;
+the frozen rest comes from the base named in model.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+CKPT_DIR = "checkpoints"
+
+
+@dataclass(frozen=True)
+class RunMeta:
+    """model.json: everything needed to rebuild the trained DiT and to label its samples."""
+
+    architecture: dict  # DiTTransformer2DModel arguments
+    init: str | None  # base weights (absolute path) or None (trained from scratch, all parameters saved)
+    peft: str  # "full" | "difffit"
+    dataset: str
+    classes: list[str]
+    model_labels: list[int]  # DiT label of each class
+    codec: str
+    latent_shape: list[int]  # (C, H, W)
+
+    def save(self, run_dir: Path) -> None:
+        atomic_write_text(Path(run_dir) / "model.json", json.dumps(self.__dict__, indent=2))
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> "RunMeta":
+        path = Path(run_dir) / "model.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{run_dir} is not an rdistill run folder (no model.json)")
+        return cls(**json.loads(path.read_text()))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def checkpoint_dir(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / CKPT_DIR / f"step-{step:07d}"
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint folder of a run, or None."""
+    folder = Path(run_dir) / CKPT_DIR
+    done = sorted(p for p in folder.glob("step-*") if (p / "state.json").exists()) if folder.exists() else []
+    return done[-1] if done else None
+
+
+def save_checkpoint(run_dir: Path, step: int, *, trainable: dict, ema: dict, optimizer: dict,
+                    memory: dict, state: dict, keep: int = 2) -> Path:
+    """Write a checkpoint folder atomically (a temporary folder renamed); keep the newest `keep`."""
+    final = checkpoint_dir(run_dir, step)
+    tmp = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in trainable.items()}, tmp / "trainable.safetensors")
+    save_file({k: v.detach().cpu().contiguous() for k, v in ema.items()}, tmp / "ema.safetensors")
+    save_file(memory, tmp / "memory.safetensors")
+    torch.save(optimizer, tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps(state))  # written last: marks the folder complete
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in sorted((Path(run_dir) / CKPT_DIR).glob("step-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(ckpt: Path, device: str | torch.device = "cpu") -> dict:
+    """The tensors and state of a checkpoint folder."""
+    return {
+        "trainable": load_file(ckpt / "trainable.safetensors", device=str(device)),
+        "ema": load_file(ckpt / "ema.safetensors", device=str(device)),
+        "memory": load_file(ckpt / "memory.safetensors"),
+        "optimizer": torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=True),
+        "state": json.loads((ckpt / "state.json").read_text()),
+    }
+
+
+def weights_hash(ckpt: Path) -> str:
+    """sha256 (first 16 hex digits) of a checkpoint's EMA weights: names a generator in shard manifests."""
+    return hashlib.sha256((Path(ckpt) / "ema.safetensors").read_bytes()).hexdigest()[:16]

@@ -1,0 +1,276 @@
+"""Training one DiT: minimax or Difffit fine-tuning of a base model, or pretraining from scratch.
+
+`train(cfg)` is a plain function for one process (Ray Train runs it per worker, see rdistill.train_ray).
+A step (Algorithm 1): draw latents z0 of a batch, t ~ U[0, 1000), noise; drop labels to the null class
+with p = 0.1; L = L_diffusion + lambda_r * sum_c pos_c + lambda_d * sum_c neg_c; AdamW; EMA; then enqueue
+z0 and x0_hat in the class memories. All randomness of step k comes from a generator seeded by
+(seed, k) and the data order of epoch e from (seed, e), so a resumed run repeats an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from rdistill import checkpoint as ckpt_io
+from rdistill.config import RunConfig, read_config, save_config, to_dict
+from rdistill.data import load_dataset
+from rdistill.data.base import Dataset
+from rdistill.diffusion import NUM_TRAIN_STEPS, Schedule, diffusion_loss, linear_schedule, q_sample
+from rdistill.minimax import MinimaxMemory
+from rdistill.models.difffit import apply_difffit, count_parameters, trainable_parameters
+from rdistill.models.dit import architecture, build_dit, dit_callable, init_dit_, num_classes_of
+from rdistill.models.loading import load_base, load_named
+
+# Keys that may change between an interrupted run and its resumption: they do not change the result.
+RESUME_FREE_KEYS = ("max_steps", "ckpt_every", "log_every")
+
+
+@dataclass
+class Callbacks:
+    """Where the loop reports to: Ray Train, MLflow, a test. All optional."""
+
+    on_log: Callable[[int, dict], None] | None = None  # (step, metrics)
+    on_checkpoint: Callable[[int, Path], None] | None = None  # (step, checkpoint folder)
+    should_stop: Callable[[int], bool] | None = None  # (step) -> stop after this step
+
+
+@dataclass
+class World:
+    """Which part of each global batch this process trains on (DDP); one process by default."""
+
+    rank: int = 0
+    size: int = 1
+    wrap: Callable[[torch.nn.Module], torch.nn.Module] = field(default=lambda m: m)
+
+
+def train(cfg: RunConfig, *, callbacks: Callbacks = Callbacks(), world: World = World(),
+          progress: bool = True) -> Path:
+    """Train (or resume) the run `cfg.out`; returns the run folder."""
+    run_dir = Path(cfg.out)
+    t = cfg.train
+    device = resolve_device(t.device)
+
+    # Setup data and latents:
+    dataset = load_dataset(cfg.data.name, image_size=cfg.data.image_size, root=cfg.data.root)
+    hflip = dataset.hflip if cfg.data.hflip is None else cfg.data.hflip
+    latents = latent_source(cfg, dataset, hflip, run_dir, progress and world.rank == 0)
+    z_shape = latents.latent_shape  # (C, H, W)
+    N = len(dataset.train)
+    steps_per_epoch = N // t.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"train.batch_size {t.batch_size} is larger than the {N} training images")
+    total = steps_per_epoch * t.epochs if t.max_steps is None else min(t.max_steps, steps_per_epoch * t.epochs)
+
+    # Setup model, optimiser, EMA and memories:
+    dit, meta = build_model(cfg, dataset, z_shape)
+    dit.to(device).train()
+    params = trainable_parameters(dit)
+    opt = torch.optim.AdamW(params.values(), lr=t.lr, weight_decay=t.weight_decay)
+    ema = {k: p.detach().clone().float() for k, p in params.items()}  # initialised from the base
+    memory = MinimaxMemory(t.memory_size, math.prod(z_shape), rep=t.representativeness, div=t.diversity)
+    start = resume_or_start(cfg, run_dir, meta, dit, opt, ema, memory, device, world.rank)
+    model_fn = dit_callable(world.wrap(dit))
+    schedule = linear_schedule()
+    null = num_classes_of(dit)
+    model_labels = torch.tensor(dataset.model_labels)
+    total_params, n_train = count_parameters(dit)
+    log = LossLog(run_dir / "losses.csv", start) if world.rank == 0 else None
+
+    # Train:
+    bar = tqdm(range(start, total), initial=start, total=total, disable=not progress or world.rank != 0,
+               desc=f"{t.method} {n_train:,}/{total_params:,} params")
+    tic = time.time()
+    for step in bar:
+        g = torch.Generator().manual_seed(step_seed(t.seed, step))
+        idx = batch_indices(t.seed, step, steps_per_epoch, N, t.batch_size)[world.rank :: world.size]
+        z0, y = latents.batch(idx, g)  # (n, C, H, W), (n,) dataset classes
+        metrics = train_step(model_fn, schedule, memory, z0.to(device), y, model_labels[y], null, g, cfg)
+        opt.zero_grad(set_to_none=True)
+        metrics.pop("loss").backward()
+        opt.step()
+        update_ema(ema, params, t.ema_decay)
+        done = step + 1
+        if log and (done % t.log_every == 0 or done == total):
+            metrics.update(step=done, seconds=round(time.time() - tic, 2))
+            log.write(metrics)
+            bar.set_postfix(loss=f"{metrics['loss_total']:.4f}")
+            if callbacks.on_log:
+                callbacks.on_log(done, metrics)
+        stop = callbacks.should_stop is not None and callbacks.should_stop(done)
+        if world.rank == 0 and (done % t.ckpt_every == 0 or done == total or stop):
+            path = ckpt_io.save_checkpoint(
+                run_dir, done, trainable=params, ema=ema, optimizer=opt.state_dict(),
+                memory=memory.state_dict(), state={"step": done, "epoch": step // steps_per_epoch},
+            )
+            if callbacks.on_checkpoint:
+                callbacks.on_checkpoint(done, path)
+        if stop:
+            break
+    return run_dir
+
+
+def train_step(model_fn, schedule: Schedule, memory: MinimaxMemory, z0, y, y_model, null: int,
+               g: torch.Generator, cfg: RunConfig) -> dict:
+    """The loss of one batch (key "loss", with gradients) and its parts as floats; updates the memories."""
+    t = cfg.train
+    n, device = len(z0), z0.device
+    timesteps = torch.randint(0, NUM_TRAIN_STEPS, (n,), generator=g).to(device)
+    noise = torch.randn(z0.shape, generator=g).to(device)
+    dropped = torch.rand(n, generator=g) < t.label_dropout
+    labels = torch.where(dropped, torch.full_like(y_model, null), y_model).to(device)
+    xt = q_sample(schedule, z0, timesteps, noise)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
+        out = model_fn(xt, timesteps, labels)
+    d = diffusion_loss(schedule, out.float(), z0, xt, timesteps, noise)
+    loss = d.per_sample.mean()
+    metrics = {"loss_mse": d.mse.mean().item(), "loss_vb": d.vb.mean().item()}
+    if t.method == "minimax":
+        x0, z = d.x0.flatten(1), z0.flatten(1)  # (n, C*H*W)
+        terms = memory.criteria(x0, z, y.to(device))
+        loss = loss + t.lambda_r * terms.pos + t.lambda_d * terms.neg
+        memory.update(x0, z, y.to(device))
+        metrics.update(loss_pos=terms.pos.item(), loss_neg=terms.neg.item())
+    metrics.update(loss=loss, loss_total=loss.item())
+    return metrics
+
+
+# --- Pieces of the loop ----------------------------------------------------------------------------
+
+
+def step_seed(seed: int, step: int) -> int:
+    return (seed * 1_000_003 + step) % (2**63)
+
+
+def batch_indices(seed: int, step: int, steps_per_epoch: int, n: int, batch: int) -> torch.Tensor:
+    """The global batch of a step: a slice of its epoch's permutation (the last partial batch dropped)."""
+    epoch, k = divmod(step, steps_per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(step_seed(seed + 7919, epoch)))
+    return perm[k * batch : (k + 1) * batch]
+
+
+@torch.no_grad()
+def update_ema(ema: dict, params: dict, decay: float) -> None:
+    for name, p in params.items():
+        ema[name].mul_(decay).add_(p.detach().float(), alpha=1 - decay)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"train.device = {name!r} but CUDA is not available here; use cpu or auto")
+    return torch.device(name)
+
+
+def latent_source(cfg: RunConfig, dataset: Dataset, hflip: bool, run_dir: Path, progress: bool):
+    """Cached latent moments (encoded once, reused from the run folder) or per-step encoding (parity)."""
+    from rdistill.latents import LatentCache, PerStepEncoder, encode_split
+    from rdistill.models.codec import load_codec
+
+    codec = load_codec(cfg.data.codec, dataset.channels)
+    if not cfg.data.cache_latents:
+        return PerStepEncoder(codec, dataset.train, hflip)
+    path = run_dir / "latents"
+    if path.exists():
+        return LatentCache.load(path)
+    cache = encode_split(codec, dataset.train, hflip=hflip, batch_size=64, progress=progress)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cache.save(path)
+    return cache
+
+
+def build_model(cfg: RunConfig, dataset: Dataset, z_shape):
+    """The DiT to train and the run's model.json: base weights (or a fresh init), then the method's PEFT."""
+    C, H, _ = z_shape
+    if cfg.train.method == "pretrain":
+        if cfg.model.init:
+            dit = load_base(cfg.model.init, cfg.model.preset)
+        else:
+            dit = init_dit_(build_dit(cfg.model.preset, H, C, cfg.model.num_classes or dataset.num_classes), cfg.train.seed)
+        for p in dit.parameters():
+            p.requires_grad_(True)
+        peft = "full"
+    else:
+        if not cfg.model.init:
+            raise ValueError(f"train.method={cfg.train.method} fine-tunes a base model: set model.init (--init)")
+        dit = apply_difffit(load_base(cfg.model.init, cfg.model.preset))
+        peft = "difffit"
+    check_fits(dit, dataset, z_shape)
+    init = str(Path(cfg.model.init).resolve()) if cfg.model.init and peft == "difffit" else None
+    meta = ckpt_io.RunMeta(
+        architecture=architecture(dit), init=init, peft=peft, dataset=dataset.name,
+        classes=list(dataset.classes), model_labels=list(dataset.model_labels), codec=cfg.data.codec,
+        latent_shape=list(z_shape),
+    )
+    return dit, meta
+
+
+def check_fits(dit, dataset: Dataset, z_shape) -> None:
+    c = dit.config
+    if (c.in_channels, c.sample_size) != (z_shape[0], z_shape[1]):
+        raise ValueError(f"the DiT takes {c.in_channels}x{c.sample_size}x{c.sample_size} latents but the data "
+                         f"gives {'x'.join(map(str, z_shape))}; check data.image_size and data.codec")
+    bad = [(name, y) for name, y in zip(dataset.classes, dataset.model_labels) if not 0 <= y < num_classes_of(dit)]
+    if bad:
+        raise ValueError(f"classes {bad[:3]} have labels outside the model's {num_classes_of(dit)} classes")
+
+
+def resume_or_start(cfg, run_dir: Path, meta, dit, opt, ema, memory, device, rank: int) -> int:
+    """Load the newest checkpoint of `run_dir` (refusing another run's folder), or start one: step."""
+    latest = ckpt_io.latest_checkpoint(run_dir)
+    if latest is None:
+        if rank == 0:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, run_dir / "config.yaml")
+            meta.save(run_dir)
+        return 0
+    check_same_run(cfg, read_config(run_dir / "config.yaml"), run_dir)
+    state = ckpt_io.load_checkpoint(latest, device)
+    load_named(dit, state["trainable"])
+    opt.load_state_dict(state["optimizer"])
+    for k, v in state["ema"].items():
+        ema[k].copy_(v)
+    memory.load_state_dict(state["memory"])
+    if rank == 0:
+        save_config(cfg, run_dir / "config.yaml")
+    return state["state"]["step"]
+
+
+def check_same_run(cfg: RunConfig, saved: RunConfig, run_dir: Path) -> None:
+    a, b = to_dict(cfg), to_dict(saved)
+    for key in RESUME_FREE_KEYS:
+        a["train"].pop(key), b["train"].pop(key)
+    if a != b:
+        diff = [f"{s}.{k}: {b[s][k]!r} -> {a[s][k]!r}" for s in ("data", "model", "train")
+                for k in a[s] if a[s][k] != b[s][k]]
+        raise ValueError(f"{run_dir} holds a run with another config ({'; '.join(diff) or 'out'}); "
+                         "choose another --out or delete the folder")
+
+
+class LossLog:
+    """losses.csv, truncated to the resumed step so a crash between checkpoints leaves no duplicates."""
+
+    FIELDS = ["step", "loss_total", "loss_mse", "loss_vb", "loss_pos", "loss_neg", "seconds"]
+
+    def __init__(self, path: Path, start: int):
+        self.path = path
+        rows = []
+        if path.exists():
+            with path.open() as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, self.FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+
+    def write(self, metrics: dict) -> None:
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, self.FIELDS, extrasaction="ignore").writerow(metrics)

@@ -1,0 +1,155 @@
+"""DiT through diffusers' DiTTransformer2DModel: presets by name, the original DiT's shared embedders,
+initialisation for training from scratch, and loading from a diffusers folder.
+
+diffusers gives every block its own timestep MLP and class table (`norm1.emb`); the original DiT has one
+of each. `share_embedders` ties them to block 0's, so DiT-XL/2 has ~675 M parameters, not ~750 M, and
+Difffit trains one class table (SPEC.md section 1). diffusers' timestep embedding also divides the
+frequency exponent by 127 where the original divides by 128; `share_embedders` restores the original.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import DiTTransformer2DModel
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DiTSize:
+    depth: int
+    hidden: int
+    heads: int
+    patch: int
+
+
+# DiT paper, Table 1 (S, B, L, XL), and a CPU-sized tiny one for small images.
+_SIZES = {"tiny": (4, 128, 4), "s": (12, 384, 6), "b": (12, 768, 12), "l": (24, 1024, 16), "xl": (28, 1152, 16)}
+PRESETS: dict[str, DiTSize] = {
+    f"dit-{name}/{patch}": DiTSize(depth, hidden, heads, patch)
+    for name, (depth, hidden, heads) in _SIZES.items()
+    for patch in (2, 4, 8)
+}
+PRESETS["dit-tiny"] = PRESETS["dit-tiny/2"]
+
+
+def preset(name: str) -> DiTSize:
+    if name not in PRESETS:
+        raise ValueError(f"unknown DiT preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def dit_kwargs(size: DiTSize, sample_size: int, in_channels: int, num_classes: int) -> dict:
+    """DiTTransformer2DModel arguments for a preset on latents (in_channels, sample_size, sample_size)."""
+    if sample_size % size.patch:
+        raise ValueError(f"latent size {sample_size} is not divisible by the patch size {size.patch}")
+    return dict(
+        sample_size=sample_size,
+        in_channels=in_channels,
+        out_channels=2 * in_channels,  # learned sigma: eps and variance
+        patch_size=size.patch,
+        num_layers=size.depth,
+        num_attention_heads=size.heads,
+        attention_head_dim=size.hidden // size.heads,
+        num_embeds_ada_norm=num_classes,  # the table gets one more row: the null class
+        norm_eps=1e-6,  # the original DiT's LayerNorms
+    )
+
+
+def share_embedders(dit: DiTTransformer2DModel, check_equal: bool = True) -> DiTTransformer2DModel:
+    """Tie every block's timestep MLP and class table to block 0's, as in the original DiT (in place).
+
+    With check_equal, refuse a model whose copies differ: tying would change what it computes.
+    """
+    shared = dit.transformer_blocks[0].norm1.emb
+    for i, block in enumerate(dit.transformer_blocks[1:], start=1):
+        if check_equal and not _same_params(block.norm1.emb, shared):
+            raise ValueError(
+                f"block {i}'s timestep/class embedder differs from block 0's; rdistill shares one embedder "
+                "across blocks (as the original DiT does), so this checkpoint cannot be loaded faithfully"
+            )
+        block.norm1.emb = shared
+    shared.time_proj.downscale_freq_shift = 0  # the original DiT: exponent / 128, not / 127
+    shared.class_embedder.dropout_prob = 0.0  # label dropout is the trainer's, with a seeded generator
+    return dit
+
+
+def _same_params(a: nn.Module, b: nn.Module) -> bool:
+    pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
+    if pa.keys() != pb.keys():
+        return False
+    return all(p.device.type == "meta" or torch.equal(p, pb[k]) for k, p in pa.items())
+
+
+def build_dit(name: str, sample_size: int, in_channels: int, num_classes: int,
+              device: str | torch.device = "cpu") -> DiTTransformer2DModel:
+    """A DiT of a preset with shared embedders; on device "meta" it allocates nothing."""
+    with torch.device(device):
+        dit = DiTTransformer2DModel(**dit_kwargs(preset(name), sample_size, in_channels, num_classes))
+    return share_embedders(dit, check_equal=False)
+
+
+def init_dit_(dit: DiTTransformer2DModel, seed: int) -> DiTTransformer2DModel:
+    """The DiT paper's initialisation for training from scratch (in place).
+
+    Xavier-uniform linears with zero biases, N(0, 0.02) class table and timestep MLP, zero adaLN
+    modulations and output projection, so every block starts as the identity.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in dit.modules():
+            if isinstance(module, nn.Linear):
+                bound = (6.0 / (module.in_features + module.out_features)) ** 0.5
+                module.weight.copy_(torch.rand(module.weight.shape, generator=g) * 2 * bound - bound)
+                module.bias.zero_()
+        w = dit.pos_embed.proj.weight  # patch embedding, as a linear layer
+        bound = (6.0 / (w[0].numel() + w.shape[0])) ** 0.5
+        w.copy_(torch.rand(w.shape, generator=g) * 2 * bound - bound)
+        dit.pos_embed.proj.bias.zero_()
+        emb = dit.transformer_blocks[0].norm1.emb
+        for p in (emb.class_embedder.embedding_table.weight, emb.timestep_embedder.linear_1.weight,
+                  emb.timestep_embedder.linear_2.weight):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+        for block in dit.transformer_blocks:
+            block.norm1.linear.weight.zero_()
+            block.norm1.linear.bias.zero_()
+        for layer in (dit.proj_out_1, dit.proj_out_2):
+            layer.weight.zero_()
+            layer.bias.zero_()
+    return dit
+
+
+def load_diffusers_folder(path: str | Path) -> DiTTransformer2DModel:
+    """A DiT saved by diffusers (`save_pretrained`, or a pipeline folder with `transformer/`)."""
+    path = Path(path)
+    if (path / "transformer" / "config.json").exists():
+        path = path / "transformer"
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path} holds no diffusers DiT (no config.json)")
+    return share_embedders(DiTTransformer2DModel.from_pretrained(path))
+
+
+def num_classes_of(dit: DiTTransformer2DModel) -> int:
+    return dit.config.num_embeds_ada_norm
+
+
+def architecture(dit: DiTTransformer2DModel) -> dict:
+    """The constructor arguments that rebuild this DiT (saved with every run)."""
+    return {k: v for k, v in dict(dit.config).items() if not k.startswith("_")}
+
+
+def from_architecture(arch: dict, device: str | torch.device = "cpu") -> DiTTransformer2DModel:
+    with torch.device(device):
+        dit = DiTTransformer2DModel(**arch)
+    return share_embedders(dit, check_equal=False)
+
+
+def dit_callable(dit: DiTTransformer2DModel):
+    """The sampler's and the loss's model interface: (x, t, y) -> (N, 2C, H, W)."""
+    return lambda x, t, y: dit(x, timestep=t, class_labels=y).sample
+
+
+__all__ = ["PRESETS", "DiTSize", "preset", "dit_kwargs", "build_dit", "share_embedders", "init_dit_",
+           "load_diffusers_folder", "architecture", "from_architecture", "dit_callable"]

@@ -1,0 +1,80 @@
+"""Find and load a DiT from what a user points at: an rdistill run, a diffusers folder, an original .pt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import DiTTransformer2DModel
+
+from rdistill.checkpoint import RunMeta, latest_checkpoint
+from rdistill.models.difffit import apply_difffit
+from rdistill.models.dit import DiTSize, from_architecture, load_diffusers_folder, preset, share_embedders
+
+
+def kind_of(path: str | Path) -> str:
+    """'run', 'diffusers' or 'original' for a base-weights path; FileNotFoundError otherwise."""
+    path = Path(path)
+    if (path / "model.json").exists():
+        return "run"
+    if (path / "config.json").exists() or (path / "transformer" / "config.json").exists():
+        return "diffusers"
+    if path.is_file():
+        return "original"
+    raise FileNotFoundError(
+        f"{path} is neither an rdistill run folder (model.json), a diffusers DiT folder (config.json) "
+        "nor an original DiT checkpoint file (.pt)"
+    )
+
+
+def load_base(path: str | Path, size_name: str | None = None) -> DiTTransformer2DModel:
+    """The DiT at `path`, with shared embedders; checked against the preset `size_name` if given."""
+    kind = kind_of(path)
+    if kind == "run":
+        dit, _ = load_run(path)
+    elif kind == "diffusers":
+        dit = load_diffusers_folder(path)
+    else:
+        from rdistill.models.convert import load_original_checkpoint
+
+        heads = preset(size_name).heads if size_name else None
+        dit = share_embedders(load_original_checkpoint(path, num_heads=heads))
+    if size_name is not None:
+        check_size(dit, preset(size_name), size_name, path)
+    return dit
+
+
+def check_size(dit: DiTTransformer2DModel, size: DiTSize, name: str, path) -> None:
+    c = dit.config
+    got = DiTSize(c.num_layers, c.num_attention_heads * c.attention_head_dim, c.num_attention_heads, c.patch_size)
+    if got != size:
+        raise ValueError(f"{path} holds a DiT of another size than {name}: {got} instead of {size}")
+
+
+def load_run(run_dir: str | Path, weights: str = "ema", device: str | torch.device = "cpu"):
+    """(dit, meta) of a training run's newest checkpoint; weights "ema" (for sampling) or "live"."""
+    meta = RunMeta.load(run_dir)
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise FileNotFoundError(f"run {run_dir} has no complete checkpoint under checkpoints/")
+    dit = load_base(meta.init) if meta.init else from_architecture(meta.architecture)
+    if meta.peft == "difffit":
+        apply_difffit(dit)
+    from safetensors.torch import load_file
+
+    state = load_file(ckpt / ("ema.safetensors" if weights == "ema" else "trainable.safetensors"))
+    load_named(dit, state)
+    return dit.to(device).eval(), meta
+
+
+def load_named(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy `state` into the model's parameters of those names; every name must exist."""
+    params = dict(model.named_parameters())
+    unknown = sorted(set(state) - set(params))
+    if unknown:
+        raise ValueError(f"checkpoint has parameters the model lacks (another model size?): {unknown[:5]}")
+    with torch.no_grad():
+        for name, value in state.items():
+            if params[name].shape != value.shape:
+                raise ValueError(f"{name}: checkpoint shape {tuple(value.shape)} != model {tuple(params[name].shape)}")
+            params[name].copy_(value)
