@@ -172,19 +172,14 @@ def resolve_device(name: str) -> torch.device:
 
 def latent_source(cfg: RunConfig, dataset: Dataset, hflip: bool, run_dir: Path, progress: bool):
     """Cached latent moments (encoded once, reused from the run folder) or per-step encoding (parity)."""
-    from rdistill.latents import LatentCache, PerStepEncoder, encode_split
+    from rdistill.latents import PerStepEncoder, load_or_encode
     from rdistill.models.codec import load_codec
 
     codec = load_codec(cfg.data.codec, dataset.channels)
     if not cfg.data.cache_latents:
         return PerStepEncoder(codec, dataset.train, hflip)
-    path = run_dir / "latents"
-    if path.exists():
-        return LatentCache.load(path)
-    cache = encode_split(codec, dataset.train, hflip=hflip, batch_size=64, progress=progress)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cache.save(path)
-    return cache
+    return load_or_encode(run_dir / "latents", codec, dataset.train, hflip=hflip, batch_size=64,
+                          progress=progress, dataset_name=cfg.data.name)
 
 
 def build_model(cfg: RunConfig, dataset: Dataset, z_shape):
