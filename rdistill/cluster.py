@@ -1,0 +1,73 @@
+"""Ray as an edge: connect (a local Ray or a cluster), read its resources, size tasks to them.
+
+Every Ray entry point of rdistill calls `connect()` once; the core never imports ray.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+# Quiet, local-friendly defaults; a user's environment wins (STACK.md).
+RAY_ENV_DEFAULTS = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",  # each ray.train.report blocks ~2 s otherwise
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+}
+
+
+def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool = True):
+    """ray.init once: `address` None starts a local Ray; "auto" or "ray://host:port" joins a cluster.
+
+    An unreachable address raises ValueError naming it, before any work starts.
+    """
+    import ray
+
+    for key, value in RAY_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    if ray.is_initialized():
+        return ray
+    kwargs = {"include_dashboard": False} if address is None else {}
+    if address is None and num_cpus is not None:
+        kwargs["num_cpus"] = num_cpus
+    try:
+        ray.init(address=address, log_to_driver=not quiet, configure_logging=True,
+                 logging_level="ERROR" if quiet else "INFO", **kwargs)
+    except (ConnectionError, RuntimeError, TimeoutError) as e:
+        raise ValueError(f"cannot reach a Ray cluster at {address!r}: {e}") from None
+    return ray
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus: float
+    gpus: float
+
+    @property
+    def has_gpu(self) -> bool:
+        return self.gpus >= 1
+
+
+def resources() -> Resources:
+    """What the connected cluster has in total."""
+    import ray
+
+    total = ray.cluster_resources()
+    return Resources(cpus=total.get("CPU", 0.0), gpus=total.get("GPU", 0.0))
+
+
+def task_options(use_gpu: bool | None = None, cpus_per_task: float = 1.0) -> dict:
+    """Ray task options: one GPU per task where GPUs exist (or are asked for), CPUs otherwise."""
+    has_gpu = resources().has_gpu
+    if use_gpu and not has_gpu:
+        raise ValueError("GPUs were requested but the Ray cluster has none; drop --gpu or add GPU nodes")
+    if use_gpu or (use_gpu is None and has_gpu):
+        return {"num_gpus": 1, "num_cpus": cpus_per_task}
+    return {"num_cpus": cpus_per_task}
+
+
+def limit_threads(cpus: float) -> None:
+    """Inside a worker: torch threads = the task's CPU share (two 2-thread processes on 2 cores thrash)."""
+    import torch
+
+    torch.set_num_threads(max(1, int(cpus)))

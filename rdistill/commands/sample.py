@@ -1,0 +1,84 @@
+"""`rdistill sample`, `rdistill select` and `rdistill export`: surrogate sets, generated or selected, and back out."""
+
+from __future__ import annotations
+
+from rdistill.sampler import DEFAULT_GUIDANCE, DEFAULT_STEPS, DIT_GUIDED_CHANNELS
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sample", help="generate a surrogate set (IPC images per class) from a trained run",
+                       description="Sample IPC images per class from a run's EMA model into Parquet shards; "
+                                   "a rerun into the same folder resumes (complete shards are kept).")
+    p.add_argument("--ckpt", required=True, metavar="RUN", help="the training run folder (holds checkpoints/)")
+    p.add_argument("--ipc", type=int, required=True, help="images per class")
+    p.add_argument("--out", required=True, help="the surrogate-set folder")
+    p.add_argument("--workers", type=int, default=0, help="Ray tasks in flight; 0 (default) runs in this process")
+    p.add_argument("--address", default=None, help="Ray cluster address ('auto', ray://host:port); default: local Ray")
+    p.add_argument("--classes", nargs="+", default=None, help="class names or indices (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every image's noise (default 0)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"sampling steps (paper: {DEFAULT_STEPS})")
+    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help=f"CFG scale (paper: {DEFAULT_GUIDANCE})")
+    p.add_argument("--guidance-channels", default=str(DIT_GUIDED_CHANNELS), choices=["1", "2", "3", "4", "all"],
+                   help=f"latent channels guided (DiT: the first {DIT_GUIDED_CHANNELS}; 'all')")
+    p.add_argument("--method", default="ddpm", choices=["ddpm", "ddim"], help="sampler (paper: ddpm)")
+    p.add_argument("--chunk-size", type=int, default=50, help="images per shard and per task (default 50)")
+    p.add_argument("--batch-size", type=int, default=50, help="images per forward pass (default 50)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--overwrite", action="store_true", help="replace a folder that holds another set")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run_sample)
+
+    p = sub.add_parser("select", help="a coreset baseline: IPC real images per class (random, herding, k-center)",
+                       description="Select IPC training images per class and write them as a surrogate set.")
+    p.add_argument("--dataset", required=True, help="digits, fashion-mnist, imagefolder:PATH, imagewoof, ...")
+    p.add_argument("--root", default=None, help="the dataset's folder (ImageNet root, Fashion-MNIST IDX folder)")
+    p.add_argument("--image-size", type=int, default=None, help="image side (default: the dataset's native size)")
+    p.add_argument("--method", required=True, choices=["random", "herding", "kcenter"], help="selection rule")
+    p.add_argument("--ipc", type=int, required=True, help="images per class")
+    p.add_argument("--out", required=True, help="the surrogate-set folder")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random selection (default 0)")
+    p.add_argument("--features", default="convnet", choices=["convnet", "pixels"],
+                   help="herding / k-center space: a fixed random ConvNet (default) or raw pixels")
+    p.add_argument("--overwrite", action="store_true", help="replace a folder that holds another set")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run_select)
+
+    p = sub.add_parser("export", help="write a surrogate set as an ImageFolder tree (<class>/<index>.png)")
+    p.add_argument("--surrogate", required=True, help="the surrogate-set folder")
+    p.add_argument("--out", required=True, help="the ImageFolder root to write")
+    p.set_defaults(run=run_export)
+
+
+def run_sample(args) -> None:
+    from rdistill.sample import SampleJob, run_sampling
+
+    if args.workers > 0:
+        from rdistill.cluster import connect
+
+        connect(args.address)
+    job = SampleJob(
+        run_dir=args.ckpt, out=args.out, ipc=args.ipc, seed=args.seed, steps=args.steps, guidance=args.guidance,
+        guidance_channels=None if args.guidance_channels == "all" else int(args.guidance_channels),
+        method=args.method, chunk_size=args.chunk_size, batch_size=args.batch_size,
+        classes=tuple(args.classes) if args.classes else None, overwrite=args.overwrite, workers=args.workers,
+        device=args.device,
+    )
+    m = run_sampling(job, progress=not args.no_progress)
+    print(f"{args.out}: {sum(m.counts.values())} images of {len(m.counts)} classes ({m.method}, source {m.source})")
+
+
+def run_select(args) -> None:
+    from rdistill.data import load_dataset
+    from rdistill.select import select_coreset
+
+    dataset = load_dataset(args.dataset, image_size=args.image_size, root=args.root)
+    m = select_coreset(dataset, args.method, args.ipc, args.seed, args.out, overwrite=args.overwrite,
+                       features=args.features, progress=not args.no_progress)
+    print(f"{args.out}: {sum(m.counts.values())} images of {len(m.counts)} classes ({m.method}, {m.source})")
+
+
+def run_export(args) -> None:
+    from rdistill.shards import export_imagefolder
+
+    n = export_imagefolder(args.surrogate, args.out)
+    print(f"wrote {n} images under {args.out}")
