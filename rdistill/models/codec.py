@@ -80,7 +80,7 @@ class VAECodec:
         from diffusers import AutoencoderKL
 
         folder = _vae_folder(Path(path))
-        vae = AutoencoderKL.from_pretrained(folder, torch_dtype=dtype).to(device)
+        vae = AutoencoderKL.from_pretrained(folder, torch_dtype=dtype, low_cpu_mem_usage=False).to(device)
         return cls(vae, spec=f"vae:{path}", batch_size=batch_size)
 
     @property

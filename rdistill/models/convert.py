@@ -116,8 +116,8 @@ def _unwrap(obj: object, path: Path) -> dict:
     return obj
 
 
-def load_original_checkpoint(path: str | Path, num_heads: int | None = None) -> DiTTransformer2DModel:
-    """A DiTTransformer2DModel (eval mode) from an original DiT `.pt`; timestep fix NOT applied."""
+def read_original_checkpoint(path: str | Path) -> dict:
+    """The original-layout state_dict in a DiT `.pt` (plain, or a training checkpoint: EMA preferred)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no DiT checkpoint at {path}")
@@ -126,7 +126,17 @@ def load_original_checkpoint(path: str | Path, num_heads: int | None = None) -> 
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
         raise ValueError(f"{path} is not a loadable torch checkpoint: {e}") from e
-    config, state_dict = convert_original_state_dict(_unwrap(obj, path), num_heads)
+    return _unwrap(obj, path)
+
+
+def model_from_original(state_dict: dict, num_heads: int | None = None) -> DiTTransformer2DModel:
+    """A DiTTransformer2DModel (eval mode) from an original-layout state_dict; timestep fix NOT applied."""
+    config, new_state_dict = convert_original_state_dict(state_dict, num_heads)
     model = DiTTransformer2DModel(**config)
-    model.load_state_dict(state_dict, strict=True)
+    model.load_state_dict(new_state_dict, strict=True)
     return model.eval()
+
+
+def load_original_checkpoint(path: str | Path, num_heads: int | None = None) -> DiTTransformer2DModel:
+    """A DiTTransformer2DModel (eval mode) from an original DiT `.pt`; timestep fix NOT applied."""
+    return model_from_original(read_original_checkpoint(path), num_heads)

@@ -128,7 +128,7 @@ def load_diffusers_folder(path: str | Path) -> DiTTransformer2DModel:
         path = path / "transformer"
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"{path} holds no diffusers DiT (no config.json)")
-    return share_embedders(DiTTransformer2DModel.from_pretrained(path))
+    return share_embedders(DiTTransformer2DModel.from_pretrained(path, low_cpu_mem_usage=False))
 
 
 def num_classes_of(dit: DiTTransformer2DModel) -> int:

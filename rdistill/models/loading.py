@@ -27,20 +27,28 @@ def kind_of(path: str | Path) -> str:
     )
 
 
-def load_base(path: str | Path, size_name: str | None = None) -> DiTTransformer2DModel:
-    """The DiT at `path`, with shared embedders; checked against the preset `size_name` if given."""
+def load_base(path: str | Path, size_name: str | None = None, num_heads: int | None = None) -> DiTTransformer2DModel:
+    """The DiT at `path`, with shared embedders; checked against the preset `size_name` if given.
+
+    An original `.pt` has no head count: it comes from `size_name`, `num_heads` or the width.
+    """
     kind = kind_of(path)
+    size = preset(size_name) if size_name else None
     if kind == "run":
         dit, _ = load_run(path)
     elif kind == "diffusers":
         dit = load_diffusers_folder(path)
     else:
-        from rdistill.models.convert import load_original_checkpoint
+        from rdistill.models.convert import infer_original_config, model_from_original, read_original_checkpoint
 
-        heads = preset(size_name).heads if size_name else None
-        dit = share_embedders(load_original_checkpoint(path, num_heads=heads))
-    if size_name is not None:
-        check_size(dit, preset(size_name), size_name, path)
+        state_dict = read_original_checkpoint(path)
+        c = infer_original_config(state_dict)
+        if size and (c["depth"], c["hidden_size"], c["patch_size"]) != (size.depth, size.hidden, size.patch):
+            raise ValueError(f"{path} holds a DiT of another size than {size_name}: depth {c['depth']}, "
+                             f"width {c['hidden_size']}, patch {c['patch_size']} instead of {size}")
+        dit = share_embedders(model_from_original(state_dict, num_heads or (size.heads if size else None)))
+    if size is not None:
+        check_size(dit, size, size_name, path)
     return dit
 
 
@@ -57,7 +65,8 @@ def load_run(run_dir: str | Path, weights: str = "ema", device: str | torch.devi
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
         raise FileNotFoundError(f"run {run_dir} has no complete checkpoint under checkpoints/")
-    dit = load_base(meta.init) if meta.init else from_architecture(meta.architecture)
+    heads = meta.architecture["num_attention_heads"]
+    dit = load_base(meta.init, num_heads=heads) if meta.init else from_architecture(meta.architecture)
     if meta.peft == "difffit":
         apply_difffit(dit)
     from safetensors.torch import load_file
