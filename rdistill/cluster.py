@@ -23,6 +23,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
     """
     import ray
 
+    check_address(address)
     for key, value in RAY_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
     if ray.is_initialized():
@@ -36,6 +37,21 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
     except (ConnectionError, RuntimeError, TimeoutError) as e:
         raise ValueError(f"cannot reach a Ray cluster at {address!r}: {e}") from None
     return ray
+
+
+def check_address(address: str | None) -> None:
+    """A quick TCP check of host:port or ray://host:port: ray.init waits minutes on an address nobody serves."""
+    import socket
+
+    if address in (None, "auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"Ray address {address!r} is not host:port, ray://host:port or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise ValueError(f"cannot reach a Ray cluster at {address!r}: {e}") from None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ with every checkpoint, shard manifest and MLflow run.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ class DataConfig:
     hflip: bool | None = None  # random horizontal flip; None: the dataset's own default
     codec: str = "pixel"  # "pixel" (identity on [-1, 1]) or "vae:PATH" (SD AutoencoderKL folder)
     cache_latents: bool = True  # encode once (and the flipped view); False = encode every step (reference)
+    holdout: float = 0.0  # fraction of each class's train images withheld for validation (sweeps); 0: none
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         ("train.ckpt_every", t.ckpt_every >= 1, ">= 1"),
         ("train.precision", t.precision in ("fp32", "bf16"), "fp32 or bf16"),
         ("data.image_size", cfg.data.image_size is None or cfg.data.image_size >= 1, ">= 1"),
+        ("data.holdout", 0 <= cfg.data.holdout < 1, "in [0, 1)"),
         ("data.codec", cfg.data.codec == "pixel" or cfg.data.codec.startswith("vae:"), "'pixel' or 'vae:PATH'"),
     ]
     for key, ok, expected in checks:
@@ -187,7 +190,11 @@ def flat(cfg) -> dict[str, Any]:
 
 
 def save_config(cfg, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    """Write atomically (a temporary file renamed): other processes may be reading it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    os.replace(tmp, path)
 
 
 def read_config(path: str | Path) -> RunConfig:

@@ -23,6 +23,7 @@ from rdistill import checkpoint as ckpt_io
 from rdistill.config import RunConfig, read_config, save_config, to_dict
 from rdistill.data import load_dataset
 from rdistill.data.base import Dataset
+from rdistill.data.validation import validation_split
 from rdistill.diffusion import NUM_TRAIN_STEPS, Schedule, diffusion_loss, linear_schedule, q_sample
 from rdistill.minimax import MinimaxMemory
 from rdistill.models.difffit import apply_difffit, count_parameters, trainable_parameters
@@ -60,6 +61,8 @@ def train(cfg: RunConfig, *, callbacks: Callbacks = Callbacks(), world: World = 
 
     # Setup data and latents:
     dataset = load_dataset(cfg.data.name, image_size=cfg.data.image_size, root=cfg.data.root)
+    if cfg.data.holdout > 0:  # the generator never sees the images a sweep validates on
+        dataset = validation_split(dataset, cfg.data.holdout)
     hflip = dataset.hflip if cfg.data.hflip is None else cfg.data.hflip
     latents = latent_source(cfg, dataset, hflip, run_dir, progress and world.rank == 0)
     z_shape = latents.latent_shape  # (C, H, W)
@@ -241,12 +244,13 @@ def resume_or_start(cfg, run_dir: Path, meta, dit, opt, ema, memory, device, ran
 
 def check_same_run(cfg: RunConfig, saved: RunConfig, run_dir: Path) -> None:
     a, b = to_dict(cfg), to_dict(saved)
+    a.pop("out"), b.pop("out")  # a run folder may be moved or copied
     for key in RESUME_FREE_KEYS:
         a["train"].pop(key), b["train"].pop(key)
     if a != b:
         diff = [f"{s}.{k}: {b[s][k]!r} -> {a[s][k]!r}" for s in ("data", "model", "train")
                 for k in a[s] if a[s][k] != b[s][k]]
-        raise ValueError(f"{run_dir} holds a run with another config ({'; '.join(diff) or 'out'}); "
+        raise ValueError(f"{run_dir} holds a run with another config ({'; '.join(diff)}); "
                          "choose another --out or delete the folder")
 
 

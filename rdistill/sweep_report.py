@@ -1,0 +1,218 @@
+"""What a sweep leaves for people: MLflow runs (a parent per sweep, a child per trial), Fig. 6-style plots,
+and the final report that tests the best configuration and the paper's on the real test split.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from ray.tune.logger import LoggerCallback
+
+from rdistill.config import flat
+from rdistill.sweep import (AXES, LOSSES, METRIC, PAPER_POINT, Space, SweepOutcome, SweepSettings, evaluate_remote,
+                            trial_config)
+
+TRACKED = (*LOSSES, METRIC, "val_best_acc", "epoch")  # result keys logged as MLflow metrics
+AXIS_LABELS = {"epochs": "fine-tuning epochs", "lambda_r": "representativeness weight λr",
+               "lambda_d": "diversity weight λd", "memory_size": "memory size N_M"}
+
+
+# --- MLflow ---------------------------------------------------------------------------------------
+
+
+def mlflow_client(settings: SweepSettings):
+    """A client of the sweep's store and the ids of its experiment and of the sweep's parent run."""
+    from rdistill.tracking import client, experiment_id
+
+    c = client(settings.tracking_uri)
+    exp_id = experiment_id(c, settings.experiment)
+    tags = {"rdistill.sweep": settings.name, "rdistill.role": "sweep"}
+    found = find_runs(c, exp_id, tags)
+    return c, exp_id, found[0] if found else c.create_run(exp_id, run_name=settings.name, tags=tags).info.run_id
+
+
+def find_runs(client, exp_id: str, tags: dict) -> list[str]:
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    return [r.info.run_id for r in client.search_runs([exp_id], query)]
+
+
+class MlflowTrials(LoggerCallback):
+    """Tune -> MLflow: one child run per trial under the sweep's run, with the trial's resolved config as
+    params, the fine-tuning losses against the fine-tuning step and val_acc at each validation. A trial
+    that resumes after a restore finds its run again (tag rdistill.trial_id), so no trial is logged twice."""
+
+    def __init__(self, settings: SweepSettings):
+        self.settings = settings
+        self._client = None
+        self._runs: dict[str, str] = {}
+
+    def __getstate__(self):  # Tune pickles its callbacks with the experiment; the client stays behind
+        return {**self.__dict__, "_client": None, "_runs": {}}
+
+    def setup(self, *args, **kwargs):
+        self._client, self._exp, self._parent = mlflow_client(self.settings)
+
+    def log_trial_start(self, trial):
+        tags = {"rdistill.trial_id": trial.trial_id, "mlflow.parentRunId": self._parent}
+        found = find_runs(self._client, self._exp, tags)
+        if found:
+            self._runs[trial.trial_id] = found[0]
+            self._client.update_run(found[0], status="RUNNING")
+            return
+        run = self._client.create_run(self._exp, run_name=f"trial {trial.trial_id}", tags=tags)
+        self._runs[trial.trial_id] = run.info.run_id
+        from mlflow.entities import Param
+
+        run_dir = Path(self.settings.out) / "trials" / trial.trial_id / "finetune"
+        cfg = trial_config(self.settings, trial.config, run_dir)
+        self._client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in flat(cfg).items()])
+
+    def log_trial_result(self, iteration: int, trial, result: dict):
+        from mlflow.entities import Metric
+
+        step = int(result.get("step") or result["training_iteration"])
+        ms = [Metric(k, float(result[k]), int(1000 * result.get("timestamp", 0)), step) for k in TRACKED
+              if isinstance(result.get(k), (int, float)) and math.isfinite(result[k])]
+        if ms:
+            self._client.log_batch(self._runs[trial.trial_id], metrics=ms)
+
+    def log_trial_end(self, trial, failed: bool = False):
+        self._client.set_terminated(self._runs[trial.trial_id], "FAILED" if failed else "FINISHED")
+
+
+# --- Rows, plots ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    trial_id: str
+    config: dict  # the four axes
+    val_acc: float  # at its last validation
+    epoch: int  # fine-tuning epochs of that validation (fewer than config["epochs"] if ASHA stopped it)
+    curve: list[tuple[int, float]]  # (epoch, val_acc) of every validation
+
+    @property
+    def run_dir(self) -> str:
+        return f"trials/{self.trial_id}/finetune"
+
+    @property
+    def set_dir(self) -> str:
+        return f"trials/{self.trial_id}/surrogate-epoch{self.epoch:02d}"
+
+
+def trial_rows(results) -> list[TrialRow]:
+    """The trials that reported a validation accuracy, best first."""
+    rows = []
+    for r in results:
+        df = r.metrics_dataframe
+        if r.metrics is None or df is None or METRIC not in df or not math.isfinite(r.metrics.get(METRIC, math.nan)):
+            continue
+        done = df[df[METRIC].notna()]
+        rows.append(TrialRow(r.metrics["trial_id"], {a: r.config[a] for a in AXES}, float(r.metrics[METRIC]),
+                             int(r.metrics["epoch"]), list(zip(done["epoch"].astype(int), done[METRIC].astype(float)))))
+    return sorted(rows, key=lambda row: -row.val_acc)
+
+
+def plot_fig6(rows: list[TrialRow], space: Space, out: Path) -> list[Path]:
+    """Validation accuracy against each axis over its search range, one PNG per axis (Fig. 6 a-d); the
+    paper's value dashed, the best trial starred."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for axis in AXES:
+        fig, ax = plt.subplots(figsize=(5.2, 3.2))
+        if axis == "epochs":  # every validation: the accuracy curve along fine-tuning (Fig. 6a)
+            for row in rows:
+                ax.plot(*zip(*row.curve), marker="o", ms=3, alpha=0.6)
+        else:
+            ax.scatter([r.config[axis] for r in rows], [r.val_acc for r in rows], s=18)
+            ax.set_xscale("log", base=2 if axis == "memory_size" else 10)
+        low, high = getattr(space, axis)
+        ax.set_xlim(*((low - 0.5, high + 0.5) if axis == "epochs" else (low / 1.2, high * 1.2)))
+        ax.scatter([rows[0].config[axis] if axis != "epochs" else rows[0].epoch], [rows[0].val_acc],
+                   marker="*", s=120, c="crimson", zorder=3, label="best")
+        ax.axvline(PAPER_POINT[axis], ls="--", c="gray", label="paper")
+        ax.set(xlabel=AXIS_LABELS[axis], ylabel="validation accuracy (%)")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes, over no point
+        fig.tight_layout()
+        paths.append(out / f"fig6-{axis.replace('_', '-')}.png")
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
+    return paths
+
+
+# --- The final report -------------------------------------------------------------------------------
+
+
+def mean_std(accs: list[float]) -> str:
+    return f"{accs[0]:.1f}" if len(accs) == 1 else f"{statistics.mean(accs):.1f} ± {statistics.stdev(accs):.1f}"
+
+
+def format_table(entries: list[tuple[str, dict, float, dict]]) -> str:
+    """Rows (name, config, val_acc, {"final": [...], "best": [...]}) side by side."""
+    head = f"{'':24} {'epochs':>6} {'lambda_r':>9} {'lambda_d':>9} {'N_M':>5} {'val acc':>8}"
+    lines = [head + "   test acc final / best-seen"]
+    for name, c, val, test in entries:
+        lines.append(f"{name:24} {c['epochs']:>6} {c['lambda_r']:>9.4g} {c['lambda_d']:>9.4g} {c['memory_size']:>5} "
+                     f"{val:>8.1f}   {mean_std(test['final'])} / {mean_std(test['best'])}")
+    return "\n".join(lines)
+
+
+def log_summary(settings: SweepSettings, best: TrialRow, paper_val: float, tests: dict, plots: list[Path],
+                table: str) -> None:
+    """The sweep's parent run: the best configuration, both test accuracies, the plots and the table."""
+    client, _, parent = mlflow_client(settings)
+    for axis in AXES:
+        client.log_param(parent, f"best.{axis}", best.config[axis])
+    client.log_param(parent, "best.trial_id", best.trial_id)
+    client.log_metric(parent, "best.val_acc", best.val_acc)
+    client.log_metric(parent, "paper.val_acc", paper_val)
+    for name, accs in tests.items():
+        client.log_metric(parent, f"{name}.test_acc_final", statistics.mean(accs["final"]))
+        client.log_metric(parent, f"{name}.test_acc_best", statistics.mean(accs["best"]))
+    for p in plots:
+        client.log_artifact(parent, str(p))
+    client.log_text(parent, table, "summary.txt")
+    client.set_terminated(parent, "FINISHED")
+
+
+def final_report(settings: SweepSettings, rows: list, outcome: SweepOutcome) -> None:
+    """Fig. 6 plots; the best configuration and the paper's tested on the real test split; MLflow; stdout."""
+    import ray
+
+    from rdistill.tracking import ui_command
+    from rdistill.train_ray import fit_ray
+
+    out = Path(settings.out).resolve()
+    best = rows[0]
+    paper = next((r for r in rows if r.config == PAPER_POINT and r.epoch == PAPER_POINT["epochs"]), None)
+    if paper is None:  # not among the trials (outside the space, or stopped early): fine-tune it now
+        paper_run, paper_set = out / "paper-default" / "finetune", out / "paper-default" / "surrogate"
+        fit_ray(trial_config(settings, PAPER_POINT, paper_run), num_workers=settings.num_workers,
+                use_gpu=settings.use_gpu, name="finetune", storage_path=str(out / "paper-default" / "ray"))
+        refs = evaluate_remote(settings, paper_run, paper_set, "validation", [settings.seed])
+        paper_val = ray.get(refs)[0]["final_acc"]
+    else:
+        paper_run, paper_set, paper_val = out / paper.run_dir, out / paper.set_dir, paper.val_acc
+    seeds = [settings.seed + k for k in range(settings.test_seeds)]
+    refs = {name: evaluate_remote(settings, run, sdir, "test", seeds)  # both at once
+            for name, run, sdir in (("best", out / best.run_dir, out / best.set_dir), ("paper", paper_run, paper_set))}
+    tests = {k: {"final": [a["final_acc"] for a in v], "best": [a["best_acc"] for a in v]}
+             for k, v in ((k, ray.get(r)) for k, r in refs.items())}
+    trained = {**best.config, "epochs": best.epoch}
+    outcome.table = format_table([(f"best (trial {best.trial_id})", trained, best.val_acc, tests["best"]),
+                                  ("paper default", PAPER_POINT, paper_val, tests["paper"])])
+    outcome.plots = plot_fig6(rows, settings.space, out)
+    outcome.best, outcome.test = {**trained, METRIC: best.val_acc, "trial_id": best.trial_id}, tests
+    log_summary(settings, best, paper_val, tests, outcome.plots, outcome.table)
+    print(f"\nBest configuration of {len(rows)} trials: " + ", ".join(f"{a} {trained[a]:.4g}" for a in AXES))
+    print(f"Validation: {settings.val_fraction:.0%} of each class of the train split; test: the real test split "
+          f"({settings.test_seeds} student(s) each, {settings.student or 'the protocol student'}).\n{outcome.table}")
+    print("Plots:\n" + "\n".join(f"  {p}" for p in outcome.plots))
+    print(f"Compare the trials: {ui_command(settings.tracking_uri)}")

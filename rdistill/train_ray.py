@@ -1,0 +1,228 @@
+"""Fine-tuning on Ray Train: `fit_ray(cfg)` runs rdistill.finetune.train in every worker of a TorchTrainer.
+
+    result = fit_ray(cfg, num_workers=2)   # DDP (gloo on CPU, NCCL on GPUs); result.checkpoint, result.metrics
+
+- Scaling: one GPU per worker where the cluster has GPUs, else `cpus_per_worker` CPUs per worker; torch
+  threads per worker = its CPU share. With N workers each rank trains on global_batch[rank::N], so the
+  global batch (and with it the paper's batch 8) is preserved; the minimax memories stay per worker, as
+  in the reference (each rank remembers the latents and predictions of its own slice).
+- Reports: every rank calls ray.train.report at the same steps (every `log_every` steps, every
+  checkpoint, and once at the end); rank 0's report carries the losses of that step, and at a checkpoint
+  the checkpoint (the run files plus the checkpoint folder the loop wrote, see `package`).
+- Failures: FailureConfig(max_failures) restarts the workers, and the loop resumes from the newest
+  checkpoint of cfg.out. On one machine that folder is already there; on a cluster each node first
+  copies in ray.train.get_checkpoint() when it is newer than what the node holds (`restore`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from rdistill import checkpoint as ckpt_io
+from rdistill.config import RunConfig, from_dict, to_dict
+from rdistill.finetune import Callbacks, World
+
+CPUS_PER_WORKER = 0.9  # STACK.md: 2 workers (or 2 trials) and a 0.01-CPU Tune driver fit on 2 CPUs
+RUN_FILES = ("config.yaml", "model.json", "losses.csv")  # what a node needs besides the checkpoint folder
+
+
+def fit_ray(cfg: RunConfig, *, num_workers: int = 1, use_gpu: bool | None = None,
+            cpus_per_worker: float = CPUS_PER_WORKER, max_failures: int = 2, name: str = "train",
+            storage_path: str | None = None, hooks: Callbacks | None = None, train_callbacks: list = (),
+            progress: bool = False):
+    """Train (or resume) the run cfg.out on Ray Train; returns the ray.train.Result.
+
+    `hooks` are extra loop callbacks run in every worker (picklable; `should_stop` must answer the same
+    on every rank). `train_callbacks` go to the Train RunConfig (e.g. Tune's TuneReportCallback).
+    Ray Train's own records go to storage_path/name (default: <cfg.out>/ray/<name>); rerunning with the
+    same name continues that record. Bad scaling input raises ValueError before any work starts.
+    """
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from rdistill.cluster import connect
+
+    if num_workers < 1:
+        raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+    if cfg.train.batch_size < num_workers:
+        raise ValueError(f"train.batch_size {cfg.train.batch_size} < {num_workers} workers: a rank would get an "
+                         "empty slice of the global batch; use fewer workers")
+    if not 0 < cpus_per_worker:
+        raise ValueError(f"cpus_per_worker must be > 0 (Ray refuses 0-CPU requests), got {cpus_per_worker}")
+    connect()
+    gpu = scaling_uses_gpu(use_gpu)
+    cfg = absolute_paths(cfg)
+    per_worker = {"CPU": cpus_per_worker, "GPU": 1} if gpu else {"CPU": cpus_per_worker}
+    loop_config = {"cfg": to_dict(cfg), "hooks": hooks, "cpus": cpus_per_worker, "gpu": gpu, "progress": progress}
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=gpu, resources_per_worker=per_worker),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage_path or str(Path(cfg.out) / "ray"),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=list(train_callbacks),
+        ),
+    )
+    return trainer.fit()
+
+
+def scaling_uses_gpu(use_gpu: bool | None) -> bool:
+    """GPUs when the connected cluster has them (use_gpu None) or when asked; asking where none exist raises."""
+    from rdistill.cluster import resources
+
+    has_gpu = resources().has_gpu
+    if use_gpu and not has_gpu:
+        raise ValueError("GPUs were requested (use_gpu=True) but the Ray cluster has none; drop --gpu or add GPU nodes")
+    return has_gpu if use_gpu is None else use_gpu
+
+
+def absolute_paths(cfg: RunConfig) -> RunConfig:
+    """cfg with out, model.init and data.root absolute: Ray workers do not run in the driver's folder."""
+    absolute = lambda p: str(Path(p).resolve()) if p is not None and Path(p).exists() else p  # noqa: E731
+    return replace(cfg, out=str(Path(cfg.out).resolve()), model=replace(cfg.model, init=absolute(cfg.model.init)),
+                   data=replace(cfg.data, root=absolute(cfg.data.root)))
+
+
+# --- In each worker ---------------------------------------------------------------------------------
+
+
+def train_worker(config: dict) -> None:
+    """Ray Train's train_loop_per_worker: restore, run rdistill.finetune.train, report the end."""
+    import ray.train
+    import torch
+
+    from rdistill.cluster import limit_threads
+    from rdistill.finetune import train
+
+    ctx = ray.train.get_context()
+    rank, size = ctx.get_world_rank(), ctx.get_world_size()
+    limit_threads(config["cpus"])
+    if config["gpu"]:
+        torch.cuda.set_device(ray.train.torch.get_device())  # "auto"/"cuda" then means this worker's GPU
+    cfg = from_dict(config["cfg"])
+    run_dir = Path(cfg.out)
+
+    # Setup the run folder of this node (one writer per node), then start together:
+    if ctx.get_local_rank() == 0:
+        restore(ray.train.get_checkpoint(), run_dir)
+        if size > 1:
+            encode_latents(cfg)  # once, before the ranks would all write the same cache
+    if size > 1:
+        torch.distributed.barrier()
+
+    # Train, reporting at the same steps on every rank:
+    reporter = Reporter(rank, cfg, config["hooks"] or Callbacks())
+    wrap = (lambda m: ray.train.torch.prepare_model(m, move_to_device=False)) if size > 1 else (lambda m: m)
+    train(cfg, callbacks=reporter.callbacks(), world=World(rank, size, wrap), progress=config["progress"])
+    reporter.finish(run_dir)
+
+
+class Reporter:
+    """Turns the loop's callbacks into ray.train.report calls that every rank makes at the same steps.
+
+    The loop calls on_log (rank 0, log steps), then should_stop (every rank, every step), then saves a
+    checkpoint and calls on_checkpoint (rank 0) when step % ckpt_every == 0, at a stop, or at the last
+    step. A checkpoint step is reported by rank 0 from on_checkpoint (with the checkpoint) and by the
+    other ranks from should_stop; another log step by every rank from should_stop; the last step, if no
+    checkpoint report covered it, by `finish` after the loop.
+    """
+
+    def __init__(self, rank: int, cfg: RunConfig, hooks: Callbacks):
+        self.rank, self.t, self.hooks = rank, cfg.train, hooks
+        self.metrics: dict = {}  # losses of the last logged step
+        self.last_step: int | None = None
+        self.stopped = False
+
+    def callbacks(self) -> Callbacks:
+        return Callbacks(on_log=self.on_log, on_checkpoint=self.on_checkpoint, should_stop=self.should_stop)
+
+    def checkpoints_at(self, step: int) -> bool:
+        return step % self.t.ckpt_every == 0 or self.stopped
+
+    def on_log(self, step: int, metrics: dict) -> None:
+        self.metrics = dict(metrics)
+        if self.hooks.on_log:
+            self.hooks.on_log(step, metrics)
+
+    def should_stop(self, step: int) -> bool:
+        self.last_step = step
+        self.stopped = bool(self.hooks.should_stop and self.hooks.should_stop(step))
+        if self.checkpoints_at(step):
+            if self.rank != 0:
+                self.report(step)  # rank 0 reports this step from on_checkpoint, right after
+        elif step % self.t.log_every == 0:
+            self.report(step)
+        return self.stopped
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        if self.hooks.on_checkpoint:
+            self.hooks.on_checkpoint(step, path)
+        if self.checkpoints_at(step):
+            self.report(step, path)
+
+    def finish(self, run_dir: Path) -> None:
+        """The final report (with the newest checkpoint) unless a checkpoint report covered the last step."""
+        if self.last_step is None or not self.checkpoints_at(self.last_step):
+            latest = ckpt_io.latest_checkpoint(run_dir) if self.rank == 0 else None
+            step = self.last_step if self.last_step is not None else step_of(latest)
+            self.report(step, latest)
+
+    def report(self, step: int | None, ckpt: Path | None = None) -> None:
+        import ray.train
+
+        metrics = {"step": step}
+        if self.rank == 0 and self.metrics.get("step") == step:
+            metrics.update(self.metrics)
+        if ckpt is None:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(package(ckpt, tmp)))
+
+
+def step_of(ckpt: Path | None) -> int | None:
+    return None if ckpt is None else json.loads((Path(ckpt) / "state.json").read_text())["step"]
+
+
+def package(ckpt: Path, tmp: str) -> str:
+    """A folder laid out like a run folder holding one checkpoint: what `restore` needs on a fresh node."""
+    run_dir, out = Path(ckpt).parent.parent, Path(tmp)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        if (run_dir / name).exists():
+            shutil.copy2(run_dir / name, out / name)
+    shutil.copytree(ckpt, out / ckpt_io.CKPT_DIR / Path(ckpt).name)
+    return tmp
+
+
+def restore(checkpoint, run_dir: Path) -> None:
+    """Copy a Ray Train checkpoint (a `package`) into run_dir when it is newer than run_dir's own newest."""
+    if checkpoint is None:
+        return
+    with checkpoint.as_directory() as d:
+        theirs = ckpt_io.latest_checkpoint(d)
+        mine = ckpt_io.latest_checkpoint(run_dir)
+        if theirs is None or (mine is not None and step_of(mine) >= step_of(theirs)):
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:
+            if (Path(d) / name).exists():
+                shutil.copy2(Path(d) / name, run_dir / name)
+        shutil.copytree(theirs, ckpt_io.checkpoint_dir(run_dir, step_of(theirs)), dirs_exist_ok=True)
+
+
+def encode_latents(cfg: RunConfig) -> None:
+    """Fill the run's latent cache (the loop reuses it) so that concurrent ranks do not all write it."""
+    from rdistill.data import load_dataset
+    from rdistill.finetune import latent_source
+
+    dataset = load_dataset(cfg.data.name, image_size=cfg.data.image_size, root=cfg.data.root)
+    hflip = dataset.hflip if cfg.data.hflip is None else cfg.data.hflip
+    latent_source(cfg, dataset, hflip, Path(cfg.out), progress=False)
