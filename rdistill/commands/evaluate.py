@@ -1,0 +1,50 @@
+"""`rdistill evaluate`: the evaluation matrix of surrogate sets (method x IPC x student x seed), logged to MLflow."""
+
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("evaluate", help="train students on surrogate sets, test on the real test split (MLflow)",
+                       description="Train every (surrogate set, IPC, student, seed) cell and test it on the real "
+                                   "test split; print the matrix (mean ± std over seeds, final and best accuracy) "
+                                   "and log it to MLflow: a parent run with a child run per cell.")
+    p.add_argument("--surrogate", nargs="+", default=[], metavar="DIR",
+                   help="surrogate-set folders from `rdistill sample` or `rdistill select` (manifest: method, IPC)")
+    p.add_argument("--dataset", required=True, help="the real dataset: digits, fashion-mnist, imagefolder:PATH, ...")
+    p.add_argument("--root", default=None, help="the dataset's folder (ImageNet root, Fashion-MNIST IDX folder)")
+    p.add_argument("--students", nargs="+", default=None,
+                   help="student networks: convnet-<depth>, resnetap-10, resnet-18 or a timm name "
+                        "(default: the protocol's)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per cell, 0..N-1 (default 3, as the paper)")
+    p.add_argument("--ipc", type=int, nargs="+", default=None,
+                   help="IPCs to evaluate, as prefixes of each set (default: each set's own IPC)")
+    p.add_argument("--protocol", default="small", choices=["small", "idc", "rded"],
+                   help="evaluation protocol (SPEC.md section 5; default small)")
+    p.add_argument("--epochs", type=int, default=None, help="override the protocol's epochs (recorded)")
+    p.add_argument("--teacher", default=None, help="soft-label protocols (rded): a ResNet-18 state_dict file")
+    p.add_argument("--full", action="store_true", help="also train on the whole real train split (upper bound)")
+    p.add_argument("--workers", type=int, default=2, help="Ray tasks in flight; 0 runs every cell in this process")
+    p.add_argument("--address", default=None, help="Ray cluster address ('auto', ray://host:port); default: local Ray")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--out", default="runs/evaluate", help="output folder: matrix, plots, MLflow store")
+    p.add_argument("--tracking-uri", default=None, help="an MLflow tracking server (default: SQLite in --out)")
+    p.add_argument("--experiment", default="rdistill", help="MLflow experiment name (default rdistill)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run_evaluate)
+
+
+def run_evaluate(args) -> None:
+    from rdistill.evaluate import MatrixSpec, evaluate_matrix
+    from rdistill.protocols import get_protocol
+    from rdistill.tracking import log_matrix, mlflow_uri, ui_command
+
+    students = tuple(args.students or get_protocol(args.protocol).students)
+    spec = MatrixSpec(surrogates=tuple(args.surrogate), dataset=args.dataset, root=args.root, students=students,
+                      seeds=args.seeds, ipcs=tuple(args.ipc) if args.ipc else None, protocol=args.protocol,
+                      epochs=args.epochs, full=args.full, teacher=args.teacher, device=args.device)
+    matrix = evaluate_matrix(spec, workers=args.workers, progress=not args.no_progress, address=args.address)
+    print(matrix.as_table())
+    uri = mlflow_uri(args.out, args.tracking_uri)
+    run_id = log_matrix(matrix, experiment=args.experiment, tracking_uri=uri, out_dir=args.out)
+    print(f"{args.out}: matrix.csv, matrix.md, plots/; MLflow run {run_id} ({matrix.seconds / 60:.1f} min)")
+    print(ui_command(uri))
