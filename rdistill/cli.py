@@ -16,7 +16,7 @@ import importlib
 import sys
 
 # One module per group of sub-commands, each with register(subparsers); a command sets `run`.
-COMMANDS = ["train", "model", "evaluate", "sweep"]
+COMMANDS = ["train", "model", "sample", "evaluate", "sweep"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,8 +29,6 @@ def sets(tmp_path):
 
 def test_evaluate_runs_cells_as_ray_tasks_and_lands_in_mlflow(local_ray, sets, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("rdistill.plots.TSNE_MAX_REAL", 100)  # a quick t-SNE
-    if "evaluate" not in cli.COMMANDS:
-        monkeypatch.setattr(cli, "COMMANDS", [*cli.COMMANDS, "evaluate"])
     out = tmp_path / "out"
     code = cli.main(["evaluate", "--surrogate", *sets, "--dataset", "digits", "--students", "convnet-3",
                      "--seeds", "2", "--epochs", "2", "--full", "--workers", "2", "--out", str(out), "--no-progress"])

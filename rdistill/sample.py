@@ -1,0 +1,257 @@
+"""Generating a surrogate set: IPC images per class from a trained run, as Parquet shards (rdistill.shards).
+
+    job = SampleJob(run_dir="runs/woof-minimax", out="sets/woof-ipc10", ipc=10, workers=2)
+    manifest = run_sampling(job)
+
+The work is a list of tasks, one per (class, chunk of `chunk_size` image indices); each task writes one
+shard (`generate_chunk`, a plain function that runs the same with or without Ray). The driver only plans,
+launches and records: images never pass through it, so its memory does not grow with IPC.
+
+Determinism: image i of dataset class k draws its noise from `sampler.image_seed(seed, model_labels[k], i)`,
+keyed on the MODEL label (a class keeps its noise across runs that sample other subsets of classes), so a
+task gives the same shard on any worker, in any order, after any retry. Batches start at the chunk's first
+index, so the same chunk_size and batch_size give byte-identical shards; IPC k is then a prefix of a larger
+IPC (`read_surrogate(folder, ipc=k)`).
+
+On a multi-node cluster, `run_dir` and `out` must be on storage every node sees (NFS, a mounted bucket).
+
+Resuming: the manifest is saved before the first task and after every finished shard; a rerun skips the
+shards whose file matches the manifest (rows and sha256) and rewrites the missing, partial or corrupt ones.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from rdistill.checkpoint import RunMeta, latest_checkpoint, weights_hash
+from rdistill.config import read_config, to_dict
+from rdistill.diffusion import NUM_TRAIN_STEPS
+from rdistill.sampler import DEFAULT_GUIDANCE, DEFAULT_STEPS, DIT_GUIDED_CHANNELS, METHODS
+from rdistill.shards import _TMP_PREFIX, Manifest, ShardInfo, check_overwrite, shard_is_complete, shard_name
+
+# The surrogate set's method name for each kind of training run (config train.method).
+RUN_METHODS = {"pretrain": "dit", "difffit": "difffit", "minimax": "minimax"}
+MAX_RETRIES = 3  # Ray re-runs a task whose worker process died this many times
+
+
+@dataclass(frozen=True)
+class SampleJob:
+    run_dir: str  # a training run folder (model.json, config.yaml, checkpoints/)
+    out: str  # the surrogate-set folder
+    ipc: int  # images per class
+    seed: int = 0  # of every image's noise
+    steps: int = DEFAULT_STEPS  # respaced sampling steps (SPEC.md section 3: 50)
+    guidance: float = DEFAULT_GUIDANCE  # classifier-free guidance scale (SPEC.md section 3: 4.0)
+    guidance_channels: int | None = DIT_GUIDED_CHANNELS  # eps channels guided; None = all (DiT: first 3)
+    method: str = "ddpm"  # ddpm (the paper's) | ddim
+    chunk_size: int = 50  # images per shard, i.e. per task
+    batch_size: int = 50  # images per forward pass (the CFG halves double it)
+    classes: tuple[str | int, ...] | None = None  # class names or dataset indices; None = all
+    overwrite: bool = False  # replace a folder holding another set
+    workers: int = 0  # Ray tasks in flight; 0 = run every task in this process
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
+
+
+@dataclass(frozen=True)
+class Task:
+    label: int  # dataset class index
+    chunk: int  # the chunk's number within its class
+    indices: range  # image indices of the class
+
+
+def check_job(job: SampleJob) -> None:
+    """Values each field admits; ValueError naming the field and the value."""
+    checks = [
+        ("ipc", job.ipc >= 1, ">= 1"),
+        ("steps", 1 <= job.steps <= NUM_TRAIN_STEPS, f"in [1, {NUM_TRAIN_STEPS}]"),
+        ("guidance", job.guidance >= 0, ">= 0"),
+        ("guidance_channels", job.guidance_channels is None or job.guidance_channels >= 1, ">= 1 or None (all)"),
+        ("method", job.method in METHODS, f"one of {METHODS}"),
+        ("chunk_size", job.chunk_size >= 1, ">= 1"),
+        ("batch_size", job.batch_size >= 1, ">= 1"),
+        ("workers", job.workers >= 0, ">= 0 (0 = no Ray)"),
+    ]
+    for name, ok, expected in checks:
+        if not ok:
+            raise ValueError(f"{name} = {getattr(job, name)!r} is invalid: expected {expected}")
+
+
+def resolve_classes(requested: Sequence[str | int] | None, names: Sequence[str]) -> list[int]:
+    """Dataset indices of the requested classes (a name, or an index as int or digit string); None = all.
+    Names win over indices (digits' class "3" is its name). Unknown ones raise ValueError naming them."""
+    if requested is None:
+        return list(range(len(names)))
+    out, unknown = [], []
+    for c in requested:
+        if str(c) in names:
+            out.append(list(names).index(str(c)))
+        elif str(c).isdigit() and int(c) < len(names):
+            out.append(int(c))
+        else:
+            unknown.append(c)
+    if unknown:
+        raise ValueError(f"classes {unknown} are not in the model's {len(names)} classes: {list(names)}")
+    return sorted(set(out))
+
+
+def plan(job: SampleJob, meta: RunMeta) -> list[Task]:
+    """Every (class, chunk) task of the job, class by class."""
+    chunks = [range(s, min(s + job.chunk_size, job.ipc)) for s in range(0, job.ipc, job.chunk_size)]
+    return [Task(k, c, r) for k in resolve_classes(job.classes, meta.classes) for c, r in enumerate(chunks)]
+
+
+# One task:
+
+
+@dataclass(frozen=True)
+class Generator:
+    """What a worker needs to turn noise into images: the EMA model, the codec, the run's labels."""
+
+    model: Callable  # model(x, t, y) -> out
+    num_classes: int  # the model's label space; its null class is num_classes
+    meta: RunMeta
+    codec: object  # rdistill.models.codec.Codec
+    source: str  # weights_hash of the checkpoint
+    device: torch.device
+
+
+@functools.lru_cache(maxsize=1)
+def load_generator(run_dir: str, checkpoint: str, device: str) -> Generator:
+    """The run's newest EMA model and its codec, loaded once per process (cached by run, checkpoint, device)."""
+    from rdistill.finetune import resolve_device
+    from rdistill.models.codec import load_codec
+    from rdistill.models.dit import num_classes_of
+    from rdistill.models.loading import load_run
+    from rdistill.sampler import dit_callable
+
+    dev = resolve_device(device)
+    dit, meta = load_run(run_dir, weights="ema", device=dev)
+    channels = meta.latent_shape[0] if meta.codec == "pixel" else 3  # the SD VAE takes RGB
+    codec = load_codec(meta.codec, channels, device=dev)
+    return Generator(dit_callable(dit), num_classes_of(dit), meta, codec, weights_hash(Path(checkpoint)), dev)
+
+
+def newest_checkpoint(run_dir) -> Path:
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise FileNotFoundError(f"run {run_dir} has no complete checkpoint under checkpoints/: train it first")
+    return ckpt
+
+
+def generate_chunk(job: SampleJob, task: Task, source: str | None = None) -> ShardInfo:
+    """Sample, decode and PNG-encode the task's images and write its shard atomically.
+
+    `source` (the driver's checkpoint hash) guards against a checkpoint that changed since planning."""
+    from rdistill.sampler import sample
+    from rdistill.shards import shard_row, write_shard
+
+    run_dir = str(Path(job.run_dir).resolve())
+    g = load_generator(run_dir, str(newest_checkpoint(run_dir)), job.device)
+    if source is not None and g.source != source:
+        raise ValueError(f"run {run_dir} now holds checkpoint {g.source}, not {source}: rerun to sample the new one")
+    name, y_model = g.meta.classes[task.label], g.meta.model_labels[task.label]
+    rows = []
+    for idx in torch.tensor(list(task.indices)).split(job.batch_size):  # batches start at the chunk's start
+        y = torch.full_like(idx, y_model)  # (n,) model labels
+        z = sample(g.model, y, idx, seed=job.seed, shape=tuple(g.meta.latent_shape), num_classes=g.num_classes,
+                   steps=job.steps, guidance=job.guidance, guidance_channels=job.guidance_channels,
+                   method=job.method, batch_size=job.batch_size)  # (n, C, h, w); padded: bit-exact prefixes
+        x = g.codec.decode(z).cpu()  # (n, c, H, W) in [-1, 1]
+        rows += [shard_row(img, task.label, name, job.seed, i, g.source) for img, i in zip(x, idx.tolist())]
+    return write_shard(job.out, rows, shard_name(task.label, task.chunk), classes=g.meta.classes)
+
+
+# The whole set:
+
+
+def build_manifest(job: SampleJob, meta: RunMeta, ckpt: Path) -> Manifest:
+    """The set's manifest: what defines it (not the workers, not the class subset: a later run may add classes)."""
+    run_cfg = read_config(Path(job.run_dir) / "config.yaml")
+    where = ("run_dir", "out", "classes", "overwrite", "workers", "device")  # not what the images are
+    sampling = {k: v for k, v in asdict(job).items() if k not in where}
+    config = {"sampling": sampling, "run": to_dict(run_cfg), "checkpoint": ckpt.name,
+              "noise": "sampler.image_seed(seed, model label, index)"}
+    return Manifest(list(meta.classes), list(meta.model_labels), job.ipc, RUN_METHODS[run_cfg.train.method],
+                    weights_hash(ckpt), config=config)
+
+
+def is_written(task: Task, manifest: Manifest, out) -> bool:
+    """Whether the task's shard is on disk as the manifest records it (rows and sha256)."""
+    name = shard_name(task.label, task.chunk)
+    s = manifest.shards.get(name)
+    return s is not None and shard_is_complete(out, name, s["rows"], s["sha256"])
+
+
+def run_sampling(job: SampleJob, progress: bool = True, *, chunk_fn: Callable = generate_chunk) -> Manifest:
+    """Generate the job's surrogate set in job.out, resuming a partial one; returns its manifest.
+
+    `chunk_fn(job, task, source) -> ShardInfo` runs one task (tests inject worker deaths through it)."""
+    # Checks, before any work:
+    check_job(job)
+    job = replace(job, run_dir=str(Path(job.run_dir).resolve()), out=str(Path(job.out).resolve()))  # for workers
+    meta = RunMeta.load(job.run_dir)
+    ckpt = newest_checkpoint(job.run_dir)
+    tasks = plan(job, meta)  # raises on unknown classes
+    fresh = build_manifest(job, meta, ckpt)
+    manifest = check_overwrite(job.out, fresh.fingerprint(), job.overwrite) or fresh
+
+    # Mark the folder as this set's, drop temporary files of killed writers, find what is missing:
+    out = Path(job.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for tmp in out.glob(f"{_TMP_PREFIX}*.parquet"):
+        tmp.unlink()
+    manifest.save(out)
+    todo = [t for t in tasks if not is_written(t, manifest, out)]  # missing, partial or corrupt
+
+    # Run the missing tasks, recording each shard as it lands:
+    total = sum(len(t.indices) for t in tasks)
+    bar = tqdm(total=total, initial=total - sum(len(t.indices) for t in todo), unit="img",
+               desc=f"sampling {manifest.method} ipc {job.ipc}", disable=not progress)
+
+    def record(task: Task, info: ShardInfo) -> None:
+        manifest.record(info, task.label, task.chunk)
+        manifest.save(out)
+        bar.update(info.rows)
+
+    with bar:
+        if job.workers == 0:
+            for task in todo:
+                record(task, chunk_fn(job, task, manifest.source))
+        else:
+            run_on_ray(job, todo, manifest.source, chunk_fn, record)
+    return manifest
+
+
+def _remote_chunk(job: SampleJob, task: Task, source: str, chunk_fn: Callable, cpus: float) -> ShardInfo:
+    from rdistill.cluster import limit_threads
+
+    limit_threads(cpus)
+    return chunk_fn(job, task, source)
+
+
+def run_on_ray(job: SampleJob, todo: list[Task], source: str, chunk_fn: Callable,
+               record: Callable[[Task, ShardInfo], None]) -> None:
+    """One Ray task per shard, at most job.workers in flight; `record` each as it finishes."""
+    from rdistill.cluster import connect, task_options
+
+    ray = connect()
+    opts = task_options()
+    remote = ray.remote(max_retries=MAX_RETRIES)(_remote_chunk).options(**opts)
+    queue, running = list(reversed(todo)), {}  # pop() takes tasks in plan order
+    try:
+        while queue or running:
+            while queue and len(running) < job.workers:
+                task = queue.pop()
+                running[remote.remote(job, task, source, chunk_fn, opts["num_cpus"])] = task
+            ready, _ = ray.wait(list(running), num_returns=1)
+            for ref in ready:
+                record(running.pop(ref), ray.get(ref))
+    finally:
+        for ref in running:  # an error (or Ctrl-C) leaves nothing running; finished shards are recorded
+            ray.cancel(ref, force=True)
