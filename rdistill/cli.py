@@ -2,6 +2,10 @@
 
     rdistill pretrain --dataset digits                       # a base DiT for a small dataset
     rdistill finetune --dataset digits --init runs/digits-pretrain --method minimax
+    rdistill sample --ckpt runs/digits-minimax --ipc 50 --out sets/minimax --workers 2
+    rdistill select --dataset digits --method herding --ipc 50 --out sets/herding
+    rdistill evaluate --surrogate sets/minimax sets/herding --dataset digits --ipc 1 10 50 --full
+    rdistill sweep                                           # as experiments/sweep_lambdas.py
     rdistill info --model dit-xl/2 --peft difffit            # parameter counts, no weights loaded
     rdistill convert-dit --ckpt DiT-XL-2-256x256.pt --out dit-xl-2-256
 
