@@ -120,6 +120,7 @@ def plot_fig6(rows: list[TrialRow], space: Space, out: Path) -> list[Path]:
     """Validation accuracy against each axis over its search range, one PNG per axis (Fig. 6 a-d); the
     paper's value dashed, the best trial starred."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -133,6 +134,10 @@ def plot_fig6(rows: list[TrialRow], space: Space, out: Path) -> list[Path]:
         else:
             ax.scatter([r.config[axis] for r in rows], [r.val_acc for r in rows], s=18)
             ax.set_xscale("log", base=2 if axis == "memory_size" else 10)
+            subs = (1.0,) if axis == "memory_size" else (1.0, 2.0, 5.0)
+            ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=2 if axis == "memory_size" else 10, subs=subs))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap on a short range
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         low, high = getattr(space, axis)
         ax.set_xlim(*((low - 0.5, high + 0.5) if axis == "epochs" else (low / 1.2, high * 1.2)))
         ax.scatter([rows[0].config[axis] if axis != "epochs" else rows[0].epoch], [rows[0].val_acc],
