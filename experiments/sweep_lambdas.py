@@ -1,6 +1,6 @@
 """Fig. 6 as one command: a Ray Tune + Optuna sweep over fine-tuning epochs, lambda_r, lambda_d and N_M.
 
-    python experiments/sweep_lambdas.py                  # digits on a local Ray: ~10 min on 2 cores (+ ~10 min base, once)
+    python experiments/sweep_lambdas.py                  # digits, local Ray: 14.6 min on 2 cores (9.3 of them the base, once)
     python experiments/sweep_lambdas.py --smoke-test     # the same flow end to end in about a minute
     python experiments/sweep_lambdas.py --resume         # complete an interrupted sweep, no trial lost or repeated
     python experiments/sweep_lambdas.py --address auto --dataset imagewoof --root /data/imagenet \\
