@@ -199,6 +199,9 @@ def build_model(cfg: RunConfig, dataset: Dataset, z_shape):
     else:
         if not cfg.model.init:
             raise ValueError(f"train.method={cfg.train.method} fine-tunes a base model: set model.init (--init)")
+        if not Path(cfg.model.init).exists():
+            raise FileNotFoundError(f"no base model at {cfg.model.init}: train one with `rdistill pretrain --out "
+                                    f"{cfg.model.init}` or point model.init (--init) at one")
         dit = apply_difffit(load_base(cfg.model.init, cfg.model.preset))
         peft = "difffit"
     check_fits(dit, dataset, z_shape)

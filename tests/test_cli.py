@@ -35,3 +35,13 @@ def test_help_explains_every_training_flag(capsys):
     text = capsys.readouterr().out
     for flag in ("--lambda-r", "--lambda-d", "--memory-size", "--init", "--method", "KEY=VALUE"):
         assert flag in text
+
+
+def test_pretrain_then_finetune_with_the_default_folders(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out = run(capsys, "finetune", "--dataset", "digits", "--method", "minimax", "--no-progress")
+    assert code == 2 and "rdistill pretrain" in out.err  # no base yet: says how to make one
+    assert run(capsys, "pretrain", "--dataset", "digits", "--max-steps", "2", "--no-progress")[0] == 0
+    code, out = run(capsys, "finetune", "--dataset", "digits", "--method", "minimax", "--max-steps", "2", "--no-progress")
+    assert code == 0 and "runs/finetune" in out.out
+    assert (tmp_path / "runs" / "finetune" / "checkpoints" / "step-0000002" / "ema.safetensors").exists()

@@ -35,7 +35,10 @@ PRETRAIN_BASE = [
     "train.ckpt_every=1000",
     "out=runs/pretrain",
 ]
-FINETUNE_BASE = ["out=runs/finetune"]
+FINETUNE_BASE = [
+    "model.init=runs/pretrain",  # where `rdistill pretrain` writes by default
+    "out=runs/finetune",
+]
 
 
 
