@@ -12,9 +12,6 @@ Writes benchmarks/results/sampling_batch.json and prints a table.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -22,6 +19,7 @@ import torch
 from diffusers import DiTTransformer2DModel
 
 from rdistill.sampler import dit_callable, sample
+from common import machine, write_report  # benchmarks/common.py
 
 NUM_CLASSES = 10
 MODELS = {  # name: (DiT config, images per batched measurement (at least the batch), one-at-a-time images)
@@ -60,13 +58,6 @@ def images_per_s(model, shape, n_images, batch, steps) -> dict[str, float]:
     return {k: n_calls * batch / v for k, v in best.items()}
 
 
-def machine() -> dict:
-    return {
-        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "load_average_at_end": os.getloadavg(),
-    }
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -101,10 +92,7 @@ def main() -> None:
     print(f"\n{'model':20s} " + " ".join(f"{'b=' + b:>8s}" for b in map(str, batches)) + "   (images/CPU-s, batched / one at a time)")
     for name, r in results.items():
         print(f"{name:20s} " + " ".join(f"{r['batched'][str(b)]['ratio_cpu']:8.2f}" for b in batches))
-    if not args.smoke_test:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.out}")
+    write_report(report, args.out, args.smoke_test)
 
 
 if __name__ == "__main__":

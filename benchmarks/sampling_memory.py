@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+from common import machine, write_report  # benchmarks/common.py
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -109,12 +109,8 @@ def main() -> None:
     report = {"settings": {"model": "dit-tiny on digits (1x8x8)", "classes": 10, "chunk_size": CHUNK,
                            "batch_size": CHUNK, "steps": STEPS, "ipc": [small, large]},
               "runs": rows, f"ratio_ipc{large}_vs_ipc{small}": ratios, "target": 1.1,
-              "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                          "load_average_at_end": os.getloadavg()}}
-    if not args.smoke_test:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.out}")
+              "machine": machine()}
+    write_report(report, args.out, args.smoke_test)
 
 
 if __name__ == "__main__":

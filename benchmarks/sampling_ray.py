@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -30,6 +29,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 import torch  # noqa: E402
 
 from rdistill.sample import SampleJob, generate_chunk, run_sampling  # noqa: E402
+from common import machine, write_report  # benchmarks/common.py
 
 TASK_LOG = "tasks.jsonl"  # per-task timings, next to the shards (not *.parquet: readers skip it)
 REPEATS = 3  # per worker count, alternating 1, 2, 2, 1, 1, 2, ...
@@ -107,16 +107,11 @@ def main() -> None:
         "runs": {str(w): rs for w, rs in runs.items()},
         "images_per_s": {str(w): round(v, 2) for w, v in rate.items()},
         "ratio_2_workers_vs_1": round(ratio, 2), "target": 1.6,
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                    "ray": ray.__version__, "load_average_at_start": load_at_start,
-                    "load_average_at_end": os.getloadavg()},
+        "machine": {**machine(), "ray": ray.__version__, "load_average_at_start": load_at_start},
     }
     print(f"1 worker {rate[1]:.2f} img/s, 2 workers {rate[2]:.2f} img/s: x{ratio:.2f} (target >= 1.6); best runs "
           f"{best[1]} / {best[2]} (task_cpu_per_wall << 1: other processes held the cores)")
-    if not args.smoke_test:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.out}")
+    write_report(report, args.out, args.smoke_test)
 
 
 if __name__ == "__main__":

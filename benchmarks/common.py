@@ -1,0 +1,26 @@
+"""What every benchmark records besides its numbers: the machine, and where the JSON goes."""
+
+import json
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+
+def machine() -> dict:
+    """The machine a result was measured on; the load average says how noisy it was."""
+    return {
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "load_average_at_end": os.getloadavg(),
+    }
+
+
+def write_report(report: dict, out: Path, smoke_test: bool) -> None:
+    """Write the JSON (committed under benchmarks/results/), unless this is a smoke test."""
+    if smoke_test:
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
