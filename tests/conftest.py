@@ -10,3 +10,18 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory):
+    """A real training run folder for the sampling tests: dit-tiny pretrained on digits for 3 steps."""
+    from rdistill.config import load_config
+    from rdistill.finetune import train
+
+    out = tmp_path_factory.mktemp("run") / "digits"
+    cfg = load_config(None, ["data.name=digits", "model.preset=dit-tiny", "train.method=pretrain",
+                             "train.max_steps=3", "train.batch_size=16", f"out={out}"])
+    return train(cfg, progress=False)

@@ -14,18 +14,6 @@ from rdistill.sample import SampleJob, generate_chunk, plan, resolve_classes, ru
 IPC, STEPS = 3, 4  # tiny: 10 digit classes x 3 images x 4 steps
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    """A real training run: dit-tiny pretrained on digits for 3 steps."""
-    from rdistill.config import load_config
-    from rdistill.finetune import train
-
-    out = tmp_path_factory.mktemp("run") / "digits"
-    cfg = load_config(None, ["data.name=digits", "model.preset=dit-tiny", "train.method=pretrain",
-                             "train.max_steps=3", "train.batch_size=16", f"out={out}"])
-    return train(cfg, progress=False)
-
-
 def job(run_dir, out, **kw) -> SampleJob:
     kw = {"ipc": IPC, "steps": STEPS, "chunk_size": 2, "seed": 7, **kw}
     return SampleJob(run_dir=str(run_dir), out=str(out), **kw)

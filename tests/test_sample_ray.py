@@ -21,18 +21,6 @@ def local_ray():
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    """A real training run: dit-tiny pretrained on digits for 3 steps."""
-    from rdistill.config import load_config
-    from rdistill.finetune import train
-
-    out = tmp_path_factory.mktemp("run") / "digits"
-    cfg = load_config(None, ["data.name=digits", "model.preset=dit-tiny", "train.method=pretrain",
-                             "train.max_steps=3", "train.batch_size=16", f"out={out}"])
-    return train(cfg, progress=False)
-
-
-@pytest.fixture(scope="module")
 def reference(run_dir, tmp_path_factory) -> Manifest:
     """The set sampled in this process (workers=0)."""
     return run_sampling(job(run_dir, tmp_path_factory.mktemp("sets") / "in-process", workers=0), progress=False)
