@@ -1,6 +1,5 @@
 """Sampling as Ray tasks: the same shards whatever the worker count, and a worker that dies is retried."""
 
-from pathlib import Path
 
 import pytest
 
