@@ -1,6 +1,5 @@
 """Sampling as Ray tasks: the same shards whatever the worker count, and a worker that dies is retried."""
 
-
 import pytest
 
 from rdistill.shards import Manifest, read_surrogate
