@@ -42,6 +42,8 @@ class Schedule:
     @cached_property
     def posterior_log_variance_clipped(self) -> torch.Tensor:
         v = self.posterior_variance
+        if len(v) == 1:  # a 1-step schedule has no posterior variance; its only step adds no noise
+            return torch.log(self.betas)
         return torch.log(torch.cat([v[1:2], v[1:]]))  # step 0's posterior variance is 0: reuse step 1's
 
     @cached_property

@@ -19,7 +19,8 @@ import math
 import torch
 from tqdm import tqdm
 
-from rdistill.diffusion import NUM_TRAIN_STEPS, Schedule, linear_schedule, respace
+from rdistill.diffusion import (NUM_TRAIN_STEPS, Schedule, learned_log_variance, linear_schedule, predict_x0,
+                                q_posterior_mean, respace)
 
 DEFAULT_STEPS = 50  # SPEC.md section 3
 DEFAULT_GUIDANCE = 4.0  # SPEC.md section 3
@@ -86,15 +87,12 @@ def p_mean_log_variance(
     if out.shape != (N, 2 * C, *x.shape[2:]):
         raise ValueError(f"model output {tuple(out.shape)} does not match x {tuple(x.shape)}: need (N, 2C, H, W)")
     eps, v = out[:, :C], out[:, C:]  # (N, C, H, W) each
-    abar = float(schedule.alphas_cumprod[i])
-    x0 = math.sqrt(1.0 / abar) * x - math.sqrt(1.0 / abar - 1.0) * eps  # (N, C, H, W)
+    t = torch.full((N,), i, dtype=torch.long, device=x.device)  # the step index, per image
+    x0 = predict_x0(schedule, x, t, eps)  # (N, C, H, W)
     if clip:
         x0 = x0.clamp(-1.0, 1.0)
-    mean = float(schedule.posterior_mean_coef1[i]) * x0 + float(schedule.posterior_mean_coef2[i]) * x
-    max_log = math.log(float(schedule.betas[i]))
-    min_log = float(schedule.posterior_log_variance_clipped[i]) if T > 1 else max_log  # 1 step: no posterior
-    frac = (v + 1.0) / 2.0
-    log_var = frac * max_log + (1.0 - frac) * min_log  # (N, C, H, W)
+    mean = q_posterior_mean(schedule, x0, x, t)
+    log_var = learned_log_variance(schedule, v, t)  # (N, C, H, W)
     return mean, log_var, x0
 
 
