@@ -129,10 +129,13 @@ def ddim_step(
 # The model and the loop:
 
 class _DiTCall:
-    """`model(x, t, y)` for a diffusers DiTTransformer2DModel; exposes its device and dtype."""
+    """`model(x, t, y)` for a diffusers DiTTransformer2DModel (rdistill.models.dit's forward), refusing
+    training mode; exposes its device and dtype."""
 
     def __init__(self, dit: torch.nn.Module):
-        self.dit = dit
+        from rdistill.models.dit import dit_callable as forward
+
+        self.dit, self.forward = dit, forward(dit)
 
     device = property(lambda self: next(self.dit.parameters()).device)
     dtype = property(lambda self: next(self.dit.parameters()).dtype)
@@ -140,7 +143,7 @@ class _DiTCall:
     def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.dit.training:
             raise ValueError("the DiT is in training mode: label dropout would drop class labels at random; call .eval()")
-        return self.dit(x, t, class_labels=y).sample
+        return self.forward(x, t, y)
 
 
 def dit_callable(dit: torch.nn.Module) -> _DiTCall:
