@@ -24,7 +24,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from rdistill.data.base import Split
-from rdistill.latents import PerStepEncoder, encode_split
+from rdistill.generate.latents import PerStepEncoder, encode_split
 from rdistill.models.codec import VAECodec
 
 BATCH = 8  # SPEC.md section 1: global batch 8

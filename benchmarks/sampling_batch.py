@@ -1,6 +1,6 @@
 """Images/s of the batched sampler against one image at a time, on one CPU thread.
 
-Both paths call rdistill.sampler.sample (50 DDPM steps, guidance 4.0, so each step is one forward over
+Both paths call rdistill.generate.sampler.sample (50 DDPM steps, guidance 4.0, so each step is one forward over
 2 x batch rows); "one at a time" calls it with batch 1 per image. Two random-weight DiTs: the embedded
 default's size (1x8x8, depth 4, width 128) and a bigger one (4x16x16, depth 4, width 256).
 Writes benchmarks/results/sampling_batch.json and prints a table.
@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from diffusers import DiTTransformer2DModel
 
-from rdistill.sampler import dit_callable, sample
+from rdistill.generate.sampler import sample
+from rdistill.models.dit import dit_callable
 from common import machine, write_report  # benchmarks/common.py
 
 NUM_CLASSES = 10

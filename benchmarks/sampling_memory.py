@@ -44,7 +44,7 @@ def child(run_dir: str, mode: str, ipc: int, out: str) -> dict:
     """One measurement (in its own process): peak RSS and Python-heap peak while sampling."""
     import torch
 
-    from rdistill.sample import SampleJob, run_sampling
+    from rdistill.generate.sampling import SampleJob, run_sampling
 
     torch.set_num_threads(1)
     workers = 2 if mode == "ray" else 0
@@ -87,7 +87,7 @@ def main() -> None:
     small, large = (2, 4) if args.smoke_test else (10, 100)
 
     from rdistill.config import load_config
-    from rdistill.finetune import train
+    from rdistill.generate.finetune import train
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-sampling-memory-"))
     try:

@@ -28,7 +28,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import torch  # noqa: E402
 
-from rdistill.sample import SampleJob, generate_chunk, run_sampling  # noqa: E402
+from rdistill.generate.sampling import SampleJob, generate_chunk, run_sampling  # noqa: E402
 from common import machine, write_report  # benchmarks/common.py
 
 TASK_LOG = "tasks.jsonl"  # per-task timings, next to the shards (not *.parquet: readers skip it)
@@ -37,7 +37,7 @@ REPEATS = 3  # per worker count, alternating 1, 2, 2, 1, 1, 2, ...
 
 def make_run(folder: Path) -> Path:
     from rdistill.config import load_config
-    from rdistill.finetune import train
+    from rdistill.generate.finetune import train
 
     cfg = load_config(None, ["data.name=digits", "model.preset=dit-tiny", "train.method=pretrain",
                              "train.max_steps=3", "train.batch_size=16", f"out={folder / 'run'}"])

@@ -16,10 +16,12 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from rdistill.checkpoint import latest_checkpoint
 from rdistill.data import load_dataset
-from rdistill.evaluate import MatrixSpec, evaluate_matrix
-from rdistill.select import select_coreset
+from rdistill.distributed.cluster import connect
+from rdistill.evaluate.cells import MatrixSpec
+from rdistill.evaluate.matrix import evaluate_matrix
+from rdistill.generate.checkpoint import latest_checkpoint
+from rdistill.generate.select import select_coreset
 from rdistill.tracking import log_matrix, mlflow_uri, ui_command
 
 IPCS = (1, 10, 50)  # the dataset-condensation benchmarks' IPCs (SPEC.md section 7)
@@ -42,7 +44,7 @@ def make_sets(out: Path, run: Path | None, ipc: int, sample_steps: int, workers:
     if run is None or latest_checkpoint(run) is None:
         print(f"no generated set: {run} has no checkpoint (train it with `rdistill finetune`)")
         return folders
-    from rdistill.sample import SampleJob, run_sampling
+    from rdistill.generate.sampling import SampleJob, run_sampling
 
     folders.append(str(out / "sets" / run.name))
     m = run_sampling(SampleJob(run_dir=str(run), out=folders[-1], ipc=ipc, seed=SAMPLE_SEED, steps=sample_steps,
@@ -57,6 +59,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="runs/eval-digits-matrix", help="sets, matrix, plots and the MLflow store")
     p.add_argument("--epochs", type=int, default=EPOCHS, help=f"student epochs (protocol small: {EPOCHS})")
     p.add_argument("--workers", type=int, default=2, help="Ray tasks in flight (0: this process)")
+    p.add_argument("--address", default=None, help="Ray cluster address ('auto', ray://host:port); default: local Ray")
     p.add_argument("--smoke-test", action="store_true", help="IPC 1/2, 1 seed, 1 epoch, no Ray, a temporary --out")
     args = p.parse_args(argv)
     ipcs, seeds, epochs, workers, steps = IPCS, SEEDS, args.epochs, args.workers, 50  # SPEC.md section 3: 50 steps
@@ -67,10 +70,12 @@ def main(argv=None) -> None:
         run = Path(args.run) if args.run else None
 
         # Surrogate sets, then the matrix:
+        if workers > 0:
+            connect(args.address)  # every Ray task below runs there
         sets = make_sets(out, run, max(ipcs), steps, workers)
         spec = MatrixSpec(tuple(sets), "digits", students=STUDENTS, seeds=seeds, ipcs=ipcs, protocol="small",
                           epochs=None if epochs == EPOCHS else epochs, full=True)
-        matrix = evaluate_matrix(spec, workers=workers, progress=True)
+        matrix = evaluate_matrix(spec, workers=workers, progress=True, address=args.address)
         print(matrix.as_table())
 
         # MLflow:

@@ -2,7 +2,7 @@
 
     rdistill pretrain --dataset digits                       # a base DiT for a small dataset
     rdistill finetune --dataset digits --init runs/digits-pretrain --method minimax
-    rdistill sample --ckpt runs/digits-minimax --ipc 50 --out sets/minimax --workers 2
+    rdistill sample --run runs/digits-minimax --ipc 50 --out sets/minimax --workers 2
     rdistill select --dataset digits --method herding --ipc 50 --out sets/herding
     rdistill evaluate --surrogate sets/minimax sets/herding --dataset digits --ipc 1 10 50 --full
     rdistill sweep                                           # as experiments/sweep_lambdas.py
@@ -19,18 +19,18 @@ import argparse
 import importlib
 import sys
 
-# One module per group of sub-commands, each with register(subparsers); a command sets `run`.
+# One module per group of sub-commands, each with register(subparsers); a command sets `handler`.
 COMMANDS = ["train", "model", "sample", "evaluate", "sweep"]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not hasattr(args, "run"):
+    if not hasattr(args, "handler"):
         parser.print_help()
         return 2
     try:
-        args.run(args)
+        args.handler(args)
     except (ValueError, FileNotFoundError, NotADirectoryError) as e:
         print(f"rdistill {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -10,14 +10,15 @@ with every checkpoint, shard manifest and MLflow run.
 from __future__ import annotations
 
 import dataclasses
-import os
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
+
+from rdistill.common.files import atomic_write_text
 
 METHODS = ("minimax", "difffit", "pretrain")
 
@@ -177,24 +178,21 @@ def from_dict(tree: dict) -> RunConfig:
     return validate(merge(RunConfig(), tree))
 
 
-def flat(cfg) -> dict[str, Any]:
-    """{"train.lr": 0.001, ...}: for MLflow params."""
+def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 0.001}} -> {"train.lr": 0.001}: a nested config (or any nested mapping) as dotted
+    keys, e.g. for MLflow params; an empty mapping is a value of its own."""
     out = {}
-
-    def walk(node, prefix):
-        for k, v in node.items():
-            walk(v, f"{prefix}{k}.") if isinstance(v, dict) else out.__setitem__(f"{prefix}{k}", v)
-
-    walk(to_dict(cfg), "")
+    for k, v in tree.items():
+        if isinstance(v, Mapping) and v:
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
     return out
 
 
 def save_config(cfg, path: str | Path) -> None:
     """Write atomically (a temporary file renamed): other processes may be reading it."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    os.replace(tmp, path)
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def read_config(path: str | Path) -> RunConfig:

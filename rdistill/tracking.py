@@ -23,6 +23,8 @@ from typing import Mapping, Sequence
 
 import yaml
 
+from rdistill.config import flatten
+
 DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"  # next to the SQLite file
 PARENT_TAG = "mlflow.parentRunId"  # the tag MLflow nests child runs by
@@ -63,15 +65,9 @@ def experiment_id(c, name: str) -> str:
     return c.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND: "custom_model_development"})
 
 
-def flatten(tree: Mapping, prefix: str = "") -> dict[str, str]:
-    """{"a": {"b": 1}} -> {"a.b": "1"}: nested config as MLflow params (strings)."""
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, Mapping) and v:
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = str(v)
-    return out
+def params_of(tree: Mapping) -> dict[str, str]:
+    """{"a": {"b": 1}} -> {"a.b": "1"}: a nested config as MLflow params (dotted keys, string values)."""
+    return {k: str(v) for k, v in flatten(tree).items()}
 
 
 def metric_name(*parts) -> str:
@@ -93,7 +89,7 @@ def log_run(params: Mapping, metrics_by_step: Mapping[int, Mapping[str, float]],
     run = c.create_run(experiment_id(c, experiment), run_name=name, tags=run_tags)
     rid, status = run.info.run_id, RunStatus.to_string(RunStatus.FAILED)
     try:
-        ps = [Param(k, v) for k, v in flatten(params).items()]
+        ps = [Param(k, v) for k, v in params_of(params).items()]
         now = int(time.time() * 1000)
         ms = [Metric(k, float(v), now, int(step)) for step, row in metrics_by_step.items() for k, v in row.items()]
         for i in range(0, len(ps), MAX_PARAMS):
@@ -114,8 +110,8 @@ def log_run(params: Mapping, metrics_by_step: Mapping[int, Mapping[str, float]],
 
 def matrix_config(matrix) -> dict:
     """The resolved evaluation: the spec, the protocol, each set's manifest facts, the feature network."""
-    from rdistill.protocols import get_protocol
-    from rdistill.shards import Manifest
+    from rdistill.evaluate.protocols import get_protocol
+    from rdistill.data.shards import Manifest
 
     spec = matrix.spec
     sets = {}
@@ -150,7 +146,7 @@ def matrix_metrics(matrix) -> dict[str, float]:
 
 def write_matrix_artifacts(matrix, config: Mapping, folder) -> list[tuple[Path, str | None]]:
     """matrix.csv, matrix.md, config.yaml and the plots into folder, as (path, artifact folder) pairs."""
-    from rdistill.plots import write_plots
+    from rdistill.evaluate.plots import write_plots
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 def run_dir(tmp_path_factory):
     """A real training run folder for the sampling tests: dit-tiny pretrained on digits for 3 steps."""
     from rdistill.config import load_config
-    from rdistill.finetune import train
+    from rdistill.generate.finetune import train
 
     out = tmp_path_factory.mktemp("run") / "digits"
     cfg = load_config(None, ["data.name=digits", "model.preset=dit-tiny", "train.method=pretrain",

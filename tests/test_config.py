@@ -1,6 +1,6 @@
 import pytest
 
-from rdistill.config import RunConfig, flat, load_config, read_config, save_config
+from rdistill.config import RunConfig, flatten, load_config, read_config, save_config, to_dict
 
 
 def test_defaults_are_the_papers():
@@ -45,4 +45,4 @@ def test_save_read_round_trip(tmp_path):
     cfg = load_config(None, ["train.lambda_d=0.02", "model.init=/x/y"])
     save_config(cfg, tmp_path / "c.yaml")
     assert read_config(tmp_path / "c.yaml") == cfg
-    assert flat(cfg)["train.lambda_d"] == 0.02
+    assert flatten(to_dict(cfg))["train.lambda_d"] == 0.02

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from rdistill.diffusion import (
+from rdistill.generate.diffusion import (
     diffusion_loss, learned_log_variance, linear_schedule, normal_kl, predict_x0, q_sample, respace, vb_term,
 )
 

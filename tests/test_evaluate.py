@@ -4,11 +4,11 @@ import pandas as pd
 import pytest
 
 from rdistill.data import load_dataset
-from rdistill.matrix import FULL, Matrix, aggregate, mean_std
-from rdistill.evaluate import (Cell, CellResult, DataSpec, MatrixSpec, evaluate_matrix,
-                               plan_cells, run_cell, train_tensors)
-from rdistill.select import select_coreset
-from rdistill.shards import Manifest
+from rdistill.common.stats import mean_std
+from rdistill.evaluate.cells import FULL, Cell, CellResult, DataSpec, MatrixSpec, plan_cells, run_cell, train_tensors
+from rdistill.evaluate.matrix import Matrix, aggregate, evaluate_matrix
+from rdistill.generate.select import select_coreset
+from rdistill.data.shards import Manifest
 
 CLASSES = [str(k) for k in range(10)]
 

@@ -4,8 +4,9 @@ import pytest
 
 import rdistill.cli as cli
 from rdistill.data import load_dataset
-from rdistill.evaluate import MatrixSpec, evaluate_matrix
-from rdistill.select import select_coreset
+from rdistill.evaluate.cells import MatrixSpec
+from rdistill.evaluate.matrix import evaluate_matrix
+from rdistill.generate.select import select_coreset
 from rdistill.tracking import PARENT_TAG, client, mlflow_uri
 
 ray = pytest.importorskip("ray")
@@ -28,7 +29,7 @@ def sets(tmp_path):
 
 
 def test_evaluate_runs_cells_as_ray_tasks_and_lands_in_mlflow(local_ray, sets, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("rdistill.plots.TSNE_MAX_REAL", 100)  # a quick t-SNE
+    monkeypatch.setattr("rdistill.evaluate.plots.TSNE_MAX_REAL", 100)  # a quick t-SNE
     out = tmp_path / "out"
     code = cli.main(["evaluate", "--surrogate", *sets, "--dataset", "digits", "--students", "convnet-3",
                      "--seeds", "2", "--epochs", "2", "--full", "--workers", "2", "--out", str(out), "--no-progress"])

@@ -2,9 +2,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rdistill.checkpoint import RunMeta, latest_checkpoint
+from rdistill.generate.checkpoint import RunMeta, latest_checkpoint
 from rdistill.config import load_config
-from rdistill.finetune import Callbacks, batch_indices, train
+from rdistill.generate.finetune import Callbacks, batch_indices, train
 from rdistill.models.loading import load_run
 
 TINY = ["data.name=digits", "model.preset=dit-tiny", "train.batch_size=16", "train.log_every=1"]

@@ -4,11 +4,11 @@ exercised with tiny random-weight models saved in the same formats."""
 import pytest
 import torch
 
-from rdistill.checkpoint import RunMeta
+from rdistill.generate.checkpoint import RunMeta
 from rdistill.cli import main
 from rdistill.config import load_config
 from rdistill.data import SUBSETS, imagenet_label
-from rdistill.finetune import train
+from rdistill.generate.finetune import train
 from rdistill.models.dit import dit_callable
 from rdistill.models.loading import load_base, load_run
 from tiny_models import random_dit, save_original_dit, save_tiny_vae, write_wnid_folder

@@ -3,7 +3,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from rdistill.data.base import Split
-from rdistill.latents import LatentCache, PerStepEncoder, encode_split, fingerprint, load_or_encode
+from rdistill.generate.latents import LatentCache, PerStepEncoder, encode_split, fingerprint, load_or_encode
 from rdistill.models.codec import PixelCodec, VAECodec
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-import rdistill.metrics as metrics
-from rdistill.metrics import features, median_distance, mmd, tsne_embedding
+import rdistill.evaluate.metrics as metrics
+from rdistill.evaluate.metrics import features, median_distance, mmd, tsne_embedding
 from rdistill.models.students import build_student, feature_extractor
 
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from rdistill.minimax import FifoMemory, MinimaxMemory, cosine_matrix, diversity, representativeness
+from rdistill.generate.minimax import FifoMemory, MinimaxMemory, cosine_matrix, diversity, representativeness
 
 
 def test_cosine_matrix_hand_values():

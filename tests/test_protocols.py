@@ -4,7 +4,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from rdistill.protocols import PROTOCOLS, epochs_for, get_protocol, lr_factor, milestone_epochs
+from rdistill.evaluate.protocols import PROTOCOLS, epochs_for, get_protocol, lr_factor, milestone_epochs
 
 
 def test_idc_preset_matches_spec():

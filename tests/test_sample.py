@@ -7,9 +7,9 @@ import pyarrow.dataset as ds
 import pytest
 import torch
 
-from rdistill.checkpoint import latest_checkpoint, weights_hash
-from rdistill.shards import MANIFEST_NAME, Manifest, decode_png, read_surrogate, shard_name
-from rdistill.sample import SampleJob, generate_chunk, plan, resolve_classes, run_sampling
+from rdistill.generate.checkpoint import latest_checkpoint, weights_hash
+from rdistill.data.shards import MANIFEST_NAME, Manifest, decode_png, read_surrogate, shard_name
+from rdistill.generate.sampling import SampleJob, generate_chunk, plan, resolve_classes, run_sampling
 
 IPC, STEPS = 3, 4  # tiny: 10 digit classes x 3 images x 4 steps
 
@@ -45,7 +45,7 @@ def full_set(run_dir, tmp_path_factory) -> Path:
 
 
 def test_plan_covers_every_index_once_in_chunks(run_dir):
-    from rdistill.checkpoint import RunMeta
+    from rdistill.generate.checkpoint import RunMeta
 
     tasks = plan(job(run_dir, "x", ipc=5, classes=("3", 1)), RunMeta.load(run_dir))
     assert [(t.label, t.chunk, list(t.indices)) for t in tasks] == [
@@ -143,7 +143,7 @@ def test_a_run_without_checkpoint_or_no_run_is_refused(run_dir, tmp_path):
 def test_cli_sample_and_export(run_dir, tmp_path, capsys):
     from rdistill import cli
 
-    argv = ["sample", "--ckpt", str(run_dir), "--ipc", "2", "--out", str(tmp_path / "s"), "--steps", "2",
+    argv = ["sample", "--run", str(run_dir), "--ipc", "2", "--out", str(tmp_path / "s"), "--steps", "2",
             "--classes", "2", "--guidance-channels", "all", "--no-progress"]
     assert cli.main(argv) == 0
     assert cli.main(["export", "--surrogate", str(tmp_path / "s"), "--out", str(tmp_path / "f")]) == 0

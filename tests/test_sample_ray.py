@@ -2,8 +2,8 @@
 
 import pytest
 
-from rdistill.shards import Manifest, read_surrogate
-from rdistill.sample import SampleJob, generate_chunk, run_sampling
+from rdistill.data.shards import Manifest, read_surrogate
+from rdistill.generate.sampling import SampleJob, generate_chunk, run_sampling
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray

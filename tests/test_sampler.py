@@ -4,19 +4,18 @@ import pytest
 import torch
 from diffusers import DiTTransformer2DModel
 
-from rdistill.diffusion import linear_schedule, respace
-from rdistill.sampler import (
+from rdistill.generate.diffusion import linear_schedule, respace
+from rdistill.generate.sampler import (
     NoiseStream,
-    _splitmix64,
     ddim_step,
     ddpm_step,
-    dit_callable,
     guided_output,
     image_seed,
-    initial_noise,
     p_mean_log_variance,
     sample,
 )
+from rdistill.common.seeds import splitmix64
+from rdistill.models.dit import dit_callable
 
 BASE = linear_schedule()
 S50 = respace(BASE, 50)
@@ -134,7 +133,7 @@ def test_ddim_step_hand_values():
 
 def test_image_seed_is_splitmix64():
     assert len({image_seed(0, 0, 0), image_seed(0, 0, 1), image_seed(0, 1, 0), image_seed(1, 0, 0)}) == 4
-    assert _splitmix64(0) == 0xE220A8397B1DCDAF  # first output of splitmix64 from state 0 (reference vector)
+    assert splitmix64(0) == 0xE220A8397B1DCDAF  # first output of splitmix64 from state 0 (reference vector)
 
 
 def test_noise_depends_only_on_seed_label_index():
@@ -146,9 +145,9 @@ def test_noise_depends_only_on_seed_label_index():
         for d in draws:
             assert torch.equal(alone.next()[0], d[k])
     perm = torch.tensor([2, 0, 1])
-    assert torch.equal(initial_noise(7, L[perm], I[perm], (2, 3, 3)), draws[0][perm])
+    assert torch.equal(NoiseStream(7, L[perm], I[perm], (2, 3, 3)).next(), draws[0][perm])
     assert not torch.equal(draws[0], draws[1])
-    assert not torch.equal(initial_noise(8, L, I, (2, 3, 3)), draws[0])
+    assert not torch.equal(NoiseStream(8, L, I, (2, 3, 3)).next(), draws[0])
     assert not torch.equal(draws[0][0], draws[0][1]) and not torch.equal(draws[0][0], draws[0][2])
 
 

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from rdistill.data import load_dataset
-from rdistill.select import embedding, herding, k_center, random_order, select_coreset
-from rdistill.shards import Manifest, read_surrogate
+from rdistill.generate.select import embedding, herding, k_center, random_order, select_coreset
+from rdistill.data.shards import Manifest, read_surrogate
 
 
 @pytest.fixture(scope="module")

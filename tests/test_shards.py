@@ -6,8 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from rdistill import shards
-from rdistill.shards import (
+from rdistill.data import shards
+from rdistill.data.shards import (
     Manifest,
     check_overwrite,
     decode_png,

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from rdistill.protocols import SoftLabels, get_protocol
-from rdistill.student_training import (
+from rdistill.evaluate.protocols import SoftLabels, get_protocol
+from rdistill.evaluate.training import (
     augment,
     crop_and_flip,
     cutmix,

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from rdistill.config import load_config
-from rdistill.cluster import check_address
-from rdistill.sweep import (PAPER_POINT, Space, SweepSettings, asha_rungs, open_tuner, preflight,
-                            run_sweep, stages, trial_config)
+from rdistill.distributed.cluster import check_address
+from rdistill.sweep.settings import PAPER_POINT, Space, SweepSettings, trial_config
+from rdistill.sweep.trial import asha_rungs, stages
+from rdistill.sweep.tuner import open_tuner, preflight, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 

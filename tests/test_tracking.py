@@ -3,10 +3,10 @@ from pathlib import Path
 import pytest
 
 from rdistill.data import load_dataset
-from rdistill.evaluate import Cell, CellResult
-from rdistill.matrix import FULL, Matrix, aggregate
-from rdistill.select import select_coreset
-from rdistill.tracking import PARENT_TAG, client, flatten, log_matrix, log_run, metric_name, mlflow_uri, ui_command
+from rdistill.evaluate.cells import FULL, Cell, CellResult
+from rdistill.evaluate.matrix import Matrix, aggregate
+from rdistill.generate.select import select_coreset
+from rdistill.tracking import PARENT_TAG, client, log_matrix, params_of, log_run, metric_name, mlflow_uri, ui_command
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def test_the_local_store_is_sqlite_in_the_out_folder(tmp_path):
 
 
 def test_flatten_and_metric_names():
-    assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": None, "e": {}}) == {"a.b": "1", "a.c": "[1, 2]", "d": "None",
+    assert params_of({"a": {"b": 1, "c": [1, 2]}, "d": None, "e": {}}) == {"a.b": "1", "a.c": "[1, 2]", "d": "None",
                                                                          "e": "{}"}
     assert metric_name("convnet-3", "ipc10", "k center?") == "convnet-3/ipc10/k center_"
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from rdistill.checkpoint import latest_checkpoint
+from rdistill.generate.checkpoint import latest_checkpoint
 from rdistill.config import load_config
-from rdistill.finetune import Callbacks, World, train
-from rdistill.train_ray import Reporter, fit_ray, package, restore, step_of
+from rdistill.generate.finetune import Callbacks, World, train
+from rdistill.distributed.train_ray import Reporter, fit_ray, package, restore, step_of
 
 
 @pytest.fixture(scope="module")

@@ -30,12 +30,13 @@ def register(sub) -> None:
     p.add_argument("--tracking-uri", default=None, help="an MLflow tracking server (default: SQLite in --out)")
     p.add_argument("--experiment", default="rdistill", help="MLflow experiment name (default rdistill)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(run=run_evaluate)
+    p.set_defaults(handler=run_evaluate)
 
 
 def run_evaluate(args) -> None:
-    from rdistill.evaluate import MatrixSpec, evaluate_matrix
-    from rdistill.protocols import get_protocol
+    from rdistill.evaluate.cells import MatrixSpec
+    from rdistill.evaluate.matrix import evaluate_matrix
+    from rdistill.evaluate.protocols import get_protocol
     from rdistill.tracking import log_matrix, mlflow_uri, ui_command
 
     students = tuple(args.students or get_protocol(args.protocol).students)

@@ -11,13 +11,13 @@ def register(sub) -> None:
     p.add_argument("--peft", default="difffit", choices=["difffit", "full"], help="what trains (default difffit)")
     p.add_argument("--num-classes", type=int, default=1000, help="class labels (default 1000, ImageNet)")
     p.add_argument("--latent", default="4x32x32", help="latent shape CxHxW (default 4x32x32: 256px through the SD VAE)")
-    p.set_defaults(run=run_info)
+    p.set_defaults(handler=run_info)
 
     p = sub.add_parser("convert-dit", help="convert an original DiT checkpoint (.pt) to a diffusers folder")
     p.add_argument("--ckpt", required=True, help="the original checkpoint, e.g. DiT-XL-2-256x256.pt")
     p.add_argument("--out", required=True, help="the diffusers folder to write")
     p.add_argument("--preset", default=None, help="DiT preset, for the number of heads (default: from the width)")
-    p.set_defaults(run=run_convert)
+    p.set_defaults(handler=run_convert)
 
 
 def run_info(args) -> None:

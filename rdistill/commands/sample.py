@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from rdistill.sampler import DEFAULT_GUIDANCE, DEFAULT_STEPS, DIT_GUIDED_CHANNELS
+from rdistill.generate.sampler import DEFAULT_GUIDANCE, DEFAULT_STEPS, DIT_GUIDED_CHANNELS
 
 
 def register(sub) -> None:
     p = sub.add_parser("sample", help="generate a surrogate set (IPC images per class) from a trained run",
                        description="Sample IPC images per class from a run's EMA model into Parquet shards; "
                                    "a rerun into the same folder resumes (complete shards are kept).")
-    p.add_argument("--ckpt", required=True, metavar="RUN", help="the training run folder (holds checkpoints/)")
+    p.add_argument("--run", required=True, metavar="RUN", help="the training run folder (holds checkpoints/)")
     p.add_argument("--ipc", type=int, required=True, help="images per class")
     p.add_argument("--out", required=True, help="the surrogate-set folder")
     p.add_argument("--workers", type=int, default=0, help="Ray tasks in flight; 0 (default) runs in this process")
@@ -26,7 +26,7 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--overwrite", action="store_true", help="replace a folder that holds another set")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(run=run_sample)
+    p.set_defaults(handler=run_sample)
 
     p = sub.add_parser("select", help="a coreset baseline: IPC real images per class (random, herding, k-center)",
                        description="Select IPC training images per class and write them as a surrogate set.")
@@ -41,23 +41,23 @@ def register(sub) -> None:
                    help="herding / k-center space: a fixed random ConvNet (default) or raw pixels")
     p.add_argument("--overwrite", action="store_true", help="replace a folder that holds another set")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(run=run_select)
+    p.set_defaults(handler=run_select)
 
     p = sub.add_parser("export", help="write a surrogate set as an ImageFolder tree (<class>/<index>.png)")
     p.add_argument("--surrogate", required=True, help="the surrogate-set folder")
     p.add_argument("--out", required=True, help="the ImageFolder root to write")
-    p.set_defaults(run=run_export)
+    p.set_defaults(handler=run_export)
 
 
 def run_sample(args) -> None:
-    from rdistill.sample import SampleJob, run_sampling
+    from rdistill.generate.sampling import SampleJob, run_sampling
 
     if args.workers > 0:
-        from rdistill.cluster import connect
+        from rdistill.distributed.cluster import connect
 
         connect(args.address)
     job = SampleJob(
-        run_dir=args.ckpt, out=args.out, ipc=args.ipc, seed=args.seed, steps=args.steps, guidance=args.guidance,
+        run_dir=args.run, out=args.out, ipc=args.ipc, seed=args.seed, steps=args.steps, guidance=args.guidance,
         guidance_channels=None if args.guidance_channels == "all" else int(args.guidance_channels),
         method=args.method, chunk_size=args.chunk_size, batch_size=args.batch_size,
         classes=tuple(args.classes) if args.classes else None, overwrite=args.overwrite, workers=args.workers,
@@ -69,7 +69,7 @@ def run_sample(args) -> None:
 
 def run_select(args) -> None:
     from rdistill.data import load_dataset
-    from rdistill.select import select_coreset
+    from rdistill.generate.select import select_coreset
 
     dataset = load_dataset(args.dataset, image_size=args.image_size, root=args.root)
     m = select_coreset(dataset, args.method, args.ipc, args.seed, args.out, overwrite=args.overwrite,
@@ -78,7 +78,7 @@ def run_select(args) -> None:
 
 
 def run_export(args) -> None:
-    from rdistill.shards import export_imagefolder
+    from rdistill.data.shards import export_imagefolder
 
     n = export_imagefolder(args.surrogate, args.out)
     print(f"wrote {n} images under {args.out}")

@@ -19,7 +19,7 @@ def register(sub) -> None:
                                    "Optuna, the paper's point first), log every trial to MLflow, plot Fig. 6, and "
                                    "test the best configuration and the paper's on the test split.")
     add_sweep_args(p, DEFAULTS)
-    p.set_defaults(run=lambda args: run(args, DEFAULTS))
+    p.set_defaults(handler=lambda args: run(args, DEFAULTS))
 
 
 def add_sweep_args(p: argparse.ArgumentParser, d: dict) -> None:
@@ -54,7 +54,7 @@ def build(args, d: dict):
     """(settings, pretrain config or None) from the flags; the base fine-tuning config resolved once."""
     from rdistill.commands.train import PRETRAIN_BASE
     from rdistill.config import load_config
-    from rdistill.sweep import Space, SweepSettings
+    from rdistill.sweep.settings import Space, SweepSettings
 
     out = Path(args.out).resolve()
     base_dir = Path(args.base).resolve() if args.base else out / "base"
@@ -77,7 +77,7 @@ def build(args, d: dict):
 
 def run(args, d: dict) -> None:
     """Check everything, pretrain the base if needed, run (or resume) the sweep and report."""
-    from rdistill.sweep import ensure_base, preflight, run_sweep
+    from rdistill.sweep.tuner import ensure_base, preflight, run_sweep
 
     settings, pretrain = build(args, d)
     preflight(settings, args.address, args.resume)  # bad ranges, budget, address, GPUs: errors before any work

@@ -47,13 +47,13 @@ def register(sub) -> None:
                        description="Train a DiT from scratch on a dataset: the base model that small datasets "
                                    "lack. Defaults: " + ", ".join(PRETRAIN_BASE))
     add_train_args(p)
-    p.set_defaults(run=run_train, base=PRETRAIN_BASE)
+    p.set_defaults(handler=run_train, base=PRETRAIN_BASE)
 
     p = sub.add_parser("finetune", help="fine-tune a base DiT with Difffit and the minimax criteria",
                        description="Fine-tune a base DiT (Difffit) with the minimax representativeness and "
                                    "diversity criteria (method minimax) or without them (method difffit).")
     add_train_args(p)
-    p.set_defaults(run=run_train, base=FINETUNE_BASE)
+    p.set_defaults(handler=run_train, base=FINETUNE_BASE)
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -74,7 +74,7 @@ def resolve_config(args):
 
 
 def run_train(args) -> None:
-    from rdistill.finetune import train
+    from rdistill.generate.finetune import train
 
     cfg = resolve_config(args)
     if args.command == "finetune" and cfg.train.method == "pretrain":

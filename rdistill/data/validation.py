@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import torch
 
+from rdistill.common.seeds import STREAM_CARVE, derive
 from rdistill.data.base import Dataset, Split
 
 
@@ -33,7 +34,7 @@ def stratified_carve(labels: torch.Tensor, fraction: float, seed: int) -> tuple[
         if len(idx) < 2:
             raise ValueError(f"class {c} has {len(idx)} training image(s); a validation carve needs at least 2")
         k = min(max(1, round(fraction * len(idx))), len(idx) - 1)
-        perm = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed * 1_000_003 + c))]
+        perm = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(derive(seed, STREAM_CARVE, c)))]
         carved.append(perm[:k])
         kept.append(perm[k:])
     return torch.cat(kept).sort().values, torch.cat(carved).sort().values

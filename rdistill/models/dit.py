@@ -146,10 +146,26 @@ def from_architecture(arch: dict, device: str | torch.device = "cpu") -> DiTTran
     return share_embedders(dit, check_equal=False)
 
 
-def dit_callable(dit: DiTTransformer2DModel):
-    """The sampler's and the loss's model interface: (x, t, y) -> (N, 2C, H, W)."""
-    return lambda x, t, y: dit(x, timestep=t, class_labels=y).sample
+class DiTCall:
+    """The interface the loss and the sampler share: `model(x, t, y) -> (N, 2C, H, W)` for a diffusers
+    DiTTransformer2DModel (or a DDP wrapper of one), x (N, C, H, W), t (N,) timesteps, y (N,) labels.
+    Carries the model's device, dtype and training flag (the sampler refuses training mode)."""
+
+    def __init__(self, dit: torch.nn.Module):
+        self.dit = dit
+
+    device = property(lambda self: next(self.dit.parameters()).device)
+    dtype = property(lambda self: next(self.dit.parameters()).dtype)
+    training = property(lambda self: self.dit.training)
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.dit(x, timestep=t, class_labels=y).sample
+
+
+def dit_callable(dit: torch.nn.Module) -> DiTCall:
+    """`model(x, t, y) -> out` over a DiT (see DiTCall)."""
+    return DiTCall(dit)
 
 
 __all__ = ["PRESETS", "DiTSize", "preset", "dit_kwargs", "build_dit", "share_embedders", "init_dit_",
-           "load_diffusers_folder", "architecture", "from_architecture", "dit_callable"]
+           "load_diffusers_folder", "architecture", "from_architecture", "DiTCall", "dit_callable"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from diffusers import DiTTransformer2DModel
 
-from rdistill.checkpoint import RunMeta, latest_checkpoint
+from rdistill.generate.checkpoint import RunMeta, latest_checkpoint
 from rdistill.models.difffit import apply_difffit
 from rdistill.models.dit import DiTSize, from_architecture, load_diffusers_folder, preset, share_embedders
 

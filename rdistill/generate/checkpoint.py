@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from rdistill.common.files import atomic_path, atomic_write_text
 
 CKPT_DIR = "checkpoints"
 
@@ -52,12 +53,6 @@ class RunMeta:
         return cls(**json.loads(path.read_text()))
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / CKPT_DIR / f"step-{step:07d}"
 
@@ -73,16 +68,13 @@ def save_checkpoint(run_dir: Path, step: int, *, trainable: dict, ema: dict, opt
                     memory: dict, state: dict, keep: int = 2) -> Path:
     """Write a checkpoint folder atomically (a temporary folder renamed); keep the newest `keep`."""
     final = checkpoint_dir(run_dir, step)
-    tmp = final.with_name(f".{final.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in trainable.items()}, tmp / "trainable.safetensors")
-    save_file({k: v.detach().cpu().contiguous() for k, v in ema.items()}, tmp / "ema.safetensors")
-    save_file(memory, tmp / "memory.safetensors")
-    torch.save(optimizer, tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps(state))  # written last: marks the folder complete
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    with atomic_path(final) as tmp:
+        tmp.mkdir()
+        save_file({k: v.detach().cpu().contiguous() for k, v in trainable.items()}, tmp / "trainable.safetensors")
+        save_file({k: v.detach().cpu().contiguous() for k, v in ema.items()}, tmp / "ema.safetensors")
+        save_file(memory, tmp / "memory.safetensors")
+        torch.save(optimizer, tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps(state))  # written last: marks the folder complete
     for old in sorted((Path(run_dir) / CKPT_DIR).glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -17,7 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from rdistill.models.students import build_student
-from rdistill.protocols import Protocol, epochs_for, lr_factor
+from rdistill.evaluate.protocols import Protocol, epochs_for, lr_factor
 
 TEST_BATCH = 256  # images per forward pass when testing
 GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, IDC's Grayscale
@@ -45,7 +45,7 @@ def train_and_test(
     """Train `student_name` under `protocol`; test accuracy (%) every `eval_every` epochs and at the end.
 
     Returns final_acc (after the last epoch), best_acc (the maximum over the tests, what the reference
-    reports), epochs, history [(epoch, acc), ...] and seconds. `epochs` defaults to the protocol's rule
+    reports), epochs, history [(epoch, acc), ...], seconds and model (the trained student, on `device`). `epochs` defaults to the protocol's rule
     for the set's images per class (the largest class count).
     """
     # Setup:
@@ -79,6 +79,7 @@ def train_and_test(
         epochs=epochs,
         history=history,
         seconds=time.perf_counter() - start,
+        model=model,
     )
 
 

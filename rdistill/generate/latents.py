@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -26,6 +25,7 @@ from typing import Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
+from rdistill.common.files import atomic_path, atomic_write_text
 from rdistill.data.base import Split
 from rdistill.models.codec import Codec, codec_identity, sample_latent
 
@@ -86,10 +86,9 @@ class LatentCache:
         tensors = {"labels": self.labels.contiguous(), "mean": self.mean.contiguous()}
         if self.std is not None:
             tensors["std"] = self.std.contiguous()
-        save_file(tensors, str(path / (TENSORS_FILE + ".tmp")))
-        os.replace(path / (TENSORS_FILE + ".tmp"), path / TENSORS_FILE)
-        (path / (META_FILE + ".tmp")).write_text(json.dumps(self.meta, indent=1, sort_keys=True))
-        os.replace(path / (META_FILE + ".tmp"), path / META_FILE)
+        with atomic_path(path / TENSORS_FILE) as tmp:
+            save_file(tensors, str(tmp))
+        atomic_write_text(path / META_FILE, json.dumps(self.meta, indent=1, sort_keys=True))
 
     @classmethod
     def load(cls, path: str | Path, expect_fingerprint: str | None = None) -> LatentCache:

@@ -1,4 +1,4 @@
-"""Fine-tuning on Ray Train: `fit_ray(cfg)` runs rdistill.finetune.train in every worker of a TorchTrainer.
+"""Fine-tuning on Ray Train: `fit_ray(cfg)` runs rdistill.generate.finetune.train in every worker of a TorchTrainer.
 
     result = fit_ray(cfg, num_workers=2)   # DDP (gloo on CPU, NCCL on GPUs); result.checkpoint, result.metrics
 
@@ -22,9 +22,9 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from rdistill import checkpoint as ckpt_io
+from rdistill.generate import checkpoint as ckpt_io
 from rdistill.config import RunConfig, from_dict, to_dict
-from rdistill.finetune import Callbacks, World
+from rdistill.generate.finetune import Callbacks, World
 
 CPUS_PER_WORKER = 0.9  # STACK.md: 2 workers (or 2 trials) and a 0.01-CPU Tune driver fit on 2 CPUs
 RUN_FILES = ("config.yaml", "model.json", "losses.csv")  # what a node needs besides the checkpoint folder
@@ -44,7 +44,7 @@ def fit_ray(cfg: RunConfig, *, num_workers: int = 1, use_gpu: bool | None = None
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from rdistill.cluster import connect
+    from rdistill.distributed.cluster import connect
 
     if num_workers < 1:
         raise ValueError(f"num_workers must be >= 1, got {num_workers}")
@@ -75,7 +75,7 @@ def fit_ray(cfg: RunConfig, *, num_workers: int = 1, use_gpu: bool | None = None
 
 def scaling_uses_gpu(use_gpu: bool | None) -> bool:
     """GPUs when the connected cluster has them (use_gpu None) or when asked; asking where none exist raises."""
-    from rdistill.cluster import resources
+    from rdistill.distributed.cluster import resources
 
     has_gpu = resources().has_gpu
     if use_gpu and not has_gpu:
@@ -94,12 +94,12 @@ def absolute_paths(cfg: RunConfig) -> RunConfig:
 
 
 def train_worker(config: dict) -> None:
-    """Ray Train's train_loop_per_worker: restore, run rdistill.finetune.train, report the end."""
+    """Ray Train's train_loop_per_worker: restore, run rdistill.generate.finetune.train, report the end."""
     import ray.train
     import torch
 
-    from rdistill.cluster import limit_threads
-    from rdistill.finetune import train
+    from rdistill.distributed.cluster import limit_threads
+    from rdistill.generate.finetune import train
 
     ctx = ray.train.get_context()
     rank, size = ctx.get_world_rank(), ctx.get_world_size()
@@ -221,7 +221,7 @@ def restore(checkpoint, run_dir: Path) -> None:
 def encode_latents(cfg: RunConfig) -> None:
     """Fill the run's latent cache (the loop reuses it) so that concurrent ranks do not all write it."""
     from rdistill.data import load_dataset
-    from rdistill.finetune import latent_source
+    from rdistill.generate.finetune import latent_source
 
     dataset = load_dataset(cfg.data.name, image_size=cfg.data.image_size, root=cfg.data.root)
     hflip = dataset.hflip if cfg.data.hflip is None else cfg.data.hflip

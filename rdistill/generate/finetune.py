@@ -1,6 +1,6 @@
 """Training one DiT: minimax or Difffit fine-tuning of a base model, or pretraining from scratch.
 
-`train(cfg)` is a plain function for one process (Ray Train runs it per worker, see rdistill.train_ray).
+`train(cfg)` is a plain function for one process (Ray Train runs it per worker, see rdistill.distributed.train_ray).
 A step (Algorithm 1): draw latents z0 of a batch, t ~ U[0, 1000), noise; drop labels to the null class
 with p = 0.1; L = L_diffusion + lambda_r * sum_c pos_c + lambda_d * sum_c neg_c; AdamW; EMA; then enqueue
 z0 and x0_hat in the class memories. All randomness of step k comes from a generator seeded by
@@ -19,13 +19,15 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from rdistill import checkpoint as ckpt_io
+from rdistill.common.devices import resolve_device
+from rdistill.common.seeds import STREAM_SHUFFLE, STREAM_STEP, derive
+from rdistill.generate import checkpoint as ckpt_io
 from rdistill.config import RunConfig, read_config, save_config, to_dict
 from rdistill.data import load_dataset
 from rdistill.data.base import Dataset
 from rdistill.data.validation import validation_split
-from rdistill.diffusion import NUM_TRAIN_STEPS, Schedule, diffusion_loss, linear_schedule, q_sample
-from rdistill.minimax import MinimaxMemory
+from rdistill.generate.diffusion import NUM_TRAIN_STEPS, Schedule, diffusion_loss, linear_schedule, q_sample
+from rdistill.generate.minimax import MinimaxMemory
 from rdistill.models.difffit import apply_difffit, count_parameters, trainable_parameters
 from rdistill.models.dit import architecture, build_dit, dit_callable, init_dit_, num_classes_of
 from rdistill.models.loading import load_base, load_named
@@ -92,7 +94,7 @@ def train(cfg: RunConfig, *, callbacks: Callbacks = Callbacks(), world: World = 
                desc=f"{t.method} {n_train:,}/{total_params:,} params")
     tic = time.time()
     for step in bar:
-        g = torch.Generator().manual_seed(step_seed(t.seed, step))
+        g = torch.Generator().manual_seed(derive(t.seed, STREAM_STEP, step))
         idx = batch_indices(t.seed, step, steps_per_epoch, N, t.batch_size)[world.rank :: world.size]
         z0, y = latents.batch(idx, g)  # (n, C, H, W), (n,) dataset classes
         metrics = train_step(model_fn, schedule, memory, z0.to(device), y, model_labels[y], null, g, cfg)
@@ -148,14 +150,10 @@ def train_step(model_fn, schedule: Schedule, memory: MinimaxMemory, z0, y, y_mod
 # --- Pieces of the loop ----------------------------------------------------------------------------
 
 
-def step_seed(seed: int, step: int) -> int:
-    return (seed * 1_000_003 + step) % (2**63)
-
-
 def batch_indices(seed: int, step: int, steps_per_epoch: int, n: int, batch: int) -> torch.Tensor:
     """The global batch of a step: a slice of its epoch's permutation (the last partial batch dropped)."""
     epoch, k = divmod(step, steps_per_epoch)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(step_seed(seed + 7919, epoch)))
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive(seed, STREAM_SHUFFLE, epoch)))
     return perm[k * batch : (k + 1) * batch]
 
 
@@ -165,17 +163,9 @@ def update_ema(ema: dict, params: dict, decay: float) -> None:
         ema[name].mul_(decay).add_(p.detach().float(), alpha=1 - decay)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"train.device = {name!r} but CUDA is not available here; use cpu or auto")
-    return torch.device(name)
-
-
 def latent_source(cfg: RunConfig, dataset: Dataset, hflip: bool, run_dir: Path, progress: bool):
     """Cached latent moments (encoded once, reused from the run folder) or per-step encoding (parity)."""
-    from rdistill.latents import PerStepEncoder, load_or_encode
+    from rdistill.generate.latents import PerStepEncoder, load_or_encode
     from rdistill.models.codec import load_codec
 
     codec = load_codec(cfg.data.codec, dataset.channels)

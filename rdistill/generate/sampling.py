@@ -1,4 +1,4 @@
-"""Generating a surrogate set: IPC images per class from a trained run, as Parquet shards (rdistill.shards).
+"""Generating a surrogate set: IPC images per class from a trained run, as Parquet shards (rdistill.data.shards).
 
     job = SampleJob(run_dir="runs/woof-minimax", out="sets/woof-ipc10", ipc=10, workers=2)
     manifest = run_sampling(job)
@@ -29,15 +29,16 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from rdistill.checkpoint import RunMeta, latest_checkpoint, weights_hash
+from rdistill.common.files import remove_stale_temporaries
 from rdistill.config import read_config, to_dict
-from rdistill.diffusion import NUM_TRAIN_STEPS
-from rdistill.sampler import DEFAULT_GUIDANCE, DEFAULT_STEPS, DIT_GUIDED_CHANNELS, METHODS
-from rdistill.shards import _TMP_PREFIX, Manifest, ShardInfo, check_overwrite, shard_is_complete, shard_name
+from rdistill.data.shards import Manifest, ShardInfo, check_overwrite, shard_is_complete, shard_name
+from rdistill.distributed.tasks import run_calls
+from rdistill.generate.checkpoint import RunMeta, latest_checkpoint, weights_hash
+from rdistill.generate.diffusion import NUM_TRAIN_STEPS
+from rdistill.generate.sampler import DEFAULT_GUIDANCE, DEFAULT_STEPS, DIT_GUIDED_CHANNELS, METHODS
 
 # The surrogate set's method name for each kind of training run (config train.method).
 RUN_METHODS = {"pretrain": "dit", "difffit": "difffit", "minimax": "minimax"}
-MAX_RETRIES = 3  # Ray re-runs a task whose worker process died this many times
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def plan(job: SampleJob, meta: RunMeta) -> list[Task]:
 
 
 @dataclass(frozen=True)
-class Generator:
+class SamplingModel:
     """What a worker needs to turn noise into images: the EMA model, the codec, the run's labels."""
 
     model: Callable  # model(x, t, y) -> out
@@ -122,19 +123,19 @@ class Generator:
 
 
 @functools.lru_cache(maxsize=1)
-def load_generator(run_dir: str, checkpoint: str, device: str) -> Generator:
+def load_sampling_model(run_dir: str, checkpoint: str, device: str) -> SamplingModel:
     """The run's newest EMA model and its codec, loaded once per process (cached by run, checkpoint, device)."""
-    from rdistill.finetune import resolve_device
+    from rdistill.common.devices import resolve_device
     from rdistill.models.codec import load_codec
     from rdistill.models.dit import num_classes_of
     from rdistill.models.loading import load_run
-    from rdistill.sampler import dit_callable
+    from rdistill.models.dit import dit_callable
 
     dev = resolve_device(device)
     dit, meta = load_run(run_dir, weights="ema", device=dev)
     channels = meta.latent_shape[0] if meta.codec == "pixel" else 3  # the SD VAE takes RGB
     codec = load_codec(meta.codec, channels, device=dev)
-    return Generator(dit_callable(dit), num_classes_of(dit), meta, codec, weights_hash(Path(checkpoint)), dev)
+    return SamplingModel(dit_callable(dit), num_classes_of(dit), meta, codec, weights_hash(Path(checkpoint)), dev)
 
 
 def newest_checkpoint(run_dir) -> Path:
@@ -148,11 +149,11 @@ def generate_chunk(job: SampleJob, task: Task, source: str | None = None) -> Sha
     """Sample, decode and PNG-encode the task's images and write its shard atomically.
 
     `source` (the driver's checkpoint hash) guards against a checkpoint that changed since planning."""
-    from rdistill.sampler import sample
-    from rdistill.shards import shard_row, write_shard
+    from rdistill.generate.sampler import sample
+    from rdistill.data.shards import shard_row, write_shard
 
     run_dir = str(Path(job.run_dir).resolve())
-    g = load_generator(run_dir, str(newest_checkpoint(run_dir)), job.device)
+    g = load_sampling_model(run_dir, str(newest_checkpoint(run_dir)), job.device)
     if source is not None and g.source != source:
         raise ValueError(f"run {run_dir} now holds checkpoint {g.source}, not {source}: rerun to sample the new one")
     name, y_model = g.meta.classes[task.label], g.meta.model_labels[task.label]
@@ -204,8 +205,7 @@ def run_sampling(job: SampleJob, progress: bool = True, *, chunk_fn: Callable = 
     # Mark the folder as this set's, drop temporary files of killed writers, find what is missing:
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
-    for tmp in out.glob(f"{_TMP_PREFIX}*.parquet"):
-        tmp.unlink()
+    remove_stale_temporaries(out)
     manifest.save(out)
     todo = [t for t in tasks if not is_written(t, manifest, out)]  # missing, partial or corrupt
 
@@ -220,38 +220,6 @@ def run_sampling(job: SampleJob, progress: bool = True, *, chunk_fn: Callable = 
         bar.update(info.rows)
 
     with bar:
-        if job.workers == 0:
-            for task in todo:
-                record(task, chunk_fn(job, task, manifest.source))
-        else:
-            run_on_ray(job, todo, manifest.source, chunk_fn, record)
+        calls = [((job, task, manifest.source), {}) for task in todo]
+        run_calls(chunk_fn, calls, workers=job.workers, on_result=lambda i, info: record(todo[i], info))
     return manifest
-
-
-def _remote_chunk(job: SampleJob, task: Task, source: str, chunk_fn: Callable, cpus: float) -> ShardInfo:
-    from rdistill.cluster import limit_threads
-
-    limit_threads(cpus)
-    return chunk_fn(job, task, source)
-
-
-def run_on_ray(job: SampleJob, todo: list[Task], source: str, chunk_fn: Callable,
-               record: Callable[[Task, ShardInfo], None]) -> None:
-    """One Ray task per shard, at most job.workers in flight; `record` each as it finishes."""
-    from rdistill.cluster import connect, task_options
-
-    ray = connect()
-    opts = task_options()
-    remote = ray.remote(max_retries=MAX_RETRIES)(_remote_chunk).options(**opts)
-    queue, running = list(reversed(todo)), {}  # pop() takes tasks in plan order
-    try:
-        while queue or running:
-            while queue and len(running) < job.workers:
-                task = queue.pop()
-                running[remote.remote(job, task, source, chunk_fn, opts["num_cpus"])] = task
-            ready, _ = ray.wait(list(running), num_returns=1)
-            for ref in ready:
-                record(running.pop(ref), ray.get(ref))
-    finally:
-        for ref in running:  # an error (or Ctrl-C) leaves nothing running; finished shards are recorded
-            ray.cancel(ref, force=True)

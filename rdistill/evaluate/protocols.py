@@ -17,7 +17,6 @@ class SoftLabels:
     """Train on a teacher's softened predictions instead of the hard labels (knowledge distillation)."""
 
     temperature: float  # targets = softmax(teacher_logits / T); loss = KL(targets || softmax(student / T))
-    teacher: str | None = None  # path of the teacher's weights; the caller loads it and passes the module
     t_squared: bool = False  # multiply the KL loss by T^2 (Hinton); RDED does not (validation/main.py)
 
 

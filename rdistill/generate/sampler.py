@@ -19,29 +19,22 @@ import math
 import torch
 from tqdm import tqdm
 
-from rdistill.diffusion import (NUM_TRAIN_STEPS, Schedule, learned_log_variance, linear_schedule, predict_x0,
+from rdistill.common.seeds import derive
+from rdistill.models.dit import DiTCall
+from rdistill.generate.diffusion import (NUM_TRAIN_STEPS, Schedule, learned_log_variance, linear_schedule, predict_x0,
                                 q_posterior_mean, respace)
 
 DEFAULT_STEPS = 50  # SPEC.md section 3
 DEFAULT_GUIDANCE = 4.0  # SPEC.md section 3
 DIT_GUIDED_CHANNELS = 3  # DiT guides the first 3 of the 4 latent eps channels (SPEC.md section 3)
 METHODS = ("ddpm", "ddim")
-_MASK64 = (1 << 64) - 1
 
 
 # Noise, one generator per image:
 
-def _splitmix64(z: int) -> int:
-    """One round of splitmix64 (Steele, Lea, Flood 2014): a bijective 64-bit mix with full avalanche."""
-    z = (z + 0x9E3779B97F4A7C15) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return z ^ (z >> 31)
-
-
 def image_seed(seed: int, label: int, index: int) -> int:
-    """The 64-bit generator seed of image `index` of class `label`: splitmix64(splitmix64(splitmix64(seed) ^ label) ^ index)."""
-    return _splitmix64(_splitmix64(_splitmix64(seed & _MASK64) ^ label) ^ index)
+    """The 64-bit generator seed of image `index` of class `label` (rdistill.common.seeds.derive)."""
+    return derive(seed, label, index)
 
 
 class NoiseStream:
@@ -56,11 +49,6 @@ class NoiseStream:
     def next(self) -> torch.Tensor:
         """(N, *shape) float32 on the CPU (CPU generators give the same stream on every machine)."""
         return torch.stack([torch.randn(self.shape, generator=g) for g in self._gens])
-
-
-def initial_noise(seed: int, labels: torch.Tensor, indices: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """x_T of each image: the first draw of its generator. (N, C, H, W) float32 on the CPU."""
-    return NoiseStream(seed, labels, indices, shape).next()
 
 
 # The step math:
@@ -128,29 +116,6 @@ def ddim_step(
 
 # The model and the loop:
 
-class _DiTCall:
-    """`model(x, t, y)` for a diffusers DiTTransformer2DModel (rdistill.models.dit's forward), refusing
-    training mode; exposes its device and dtype."""
-
-    def __init__(self, dit: torch.nn.Module):
-        from rdistill.models.dit import dit_callable as forward
-
-        self.dit, self.forward = dit, forward(dit)
-
-    device = property(lambda self: next(self.dit.parameters()).device)
-    dtype = property(lambda self: next(self.dit.parameters()).dtype)
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.dit.training:
-            raise ValueError("the DiT is in training mode: label dropout would drop class labels at random; call .eval()")
-        return self.forward(x, t, y)
-
-
-def dit_callable(dit: torch.nn.Module) -> _DiTCall:
-    """Wrap a DiTTransformer2DModel as `model(x, t, y) -> out` (it must be in eval mode when called)."""
-    return _DiTCall(dit)
-
-
 def _placement(model) -> tuple[torch.device, torch.dtype]:
     """The model's device and dtype: from its parameters, its `device`/`dtype` attributes, or CPU float32."""
     if isinstance(model, torch.nn.Module):
@@ -169,7 +134,9 @@ def _check_ids(labels: torch.Tensor, indices: torch.Tensor) -> None:
         raise ValueError(f"{len(labels)} labels but {len(indices)} indices")
 
 
-def _check_sample_args(labels, indices, shape, num_classes, steps, guidance, guidance_channels, method) -> None:
+def _check_sample_args(model, labels, indices, shape, num_classes, steps, guidance, guidance_channels, method) -> None:
+    if isinstance(model, DiTCall) and model.training:
+        raise ValueError("the DiT is in training mode: label dropout would drop class labels at random; call .eval()")
     _check_ids(labels, indices)
     if num_classes < 1 or (labels >= num_classes).any():
         raise ValueError(f"labels must be in [0, {num_classes}), got {labels[labels >= num_classes].tolist()}")
@@ -208,7 +175,7 @@ def sample(
     with copies of its first image): CPU matrix kernels round small batches differently, so this makes
     each image bit-identical whatever else is sampled with it (IPC 10 is then an exact prefix of IPC 100).
     """
-    _check_sample_args(labels, indices, shape, num_classes, steps, guidance, guidance_channels, method)
+    _check_sample_args(model, labels, indices, shape, num_classes, steps, guidance, guidance_channels, method)
     kwargs = dict(seed=seed, shape=shape, num_classes=num_classes, steps=steps, guidance=guidance,
                   guidance_channels=guidance_channels, method=method, progress=progress)
     if batch_size is None:

@@ -1,16 +1,30 @@
-"""The evaluation matrix's rows: (method, IPC, student) over seeds, mean +- std of the final and best
-accuracy, the relative metrics, and the matrix as text, Markdown, pandas and CSV.
+"""The evaluation matrix: each (method, IPC, student, seed) cell trains a student on a surrogate set and
+tests it on the real test split (rdistill.evaluate.cells); a row is a (method, IPC, student) over the seeds.
 
-`final` = test accuracy after the last epoch; `best` = the maximum seen during training (what the reference
-implementations report). Std is the population std (ddof 0). `vs random` = row - the random set at the same
-IPC and student; `gap to full` = the whole real train split (hard labels) - row.
+    spec = MatrixSpec(surrogates=("sets/random", "sets/herding"), dataset="digits", ipcs=(1, 10, 50), full=True)
+    matrix = evaluate_matrix(spec, workers=2)  # one Ray task per cell; workers=0 runs them in this process
+    print(matrix.as_table())
+
+Two accuracies (top-1 %), labelled everywhere: `final`, after the last epoch, and `best`, the maximum over
+the tests during training (what the reference implementations report). Mean and std over seeds 0..N-1;
+the std is rdistill.common.stats's (population, ddof 0, as the papers report). `vs random` = row mean -
+mean of the `random` set at the same IPC and student; `gap to full` = mean of `full` (the whole real train
+split, hard labels) - row mean. MMD to the real train split: rdistill.evaluate.features.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 
-FULL = "full"  # method and surrogate name of the whole-real-train-split reference
+from tqdm.auto import tqdm
+
+from rdistill.common.stats import STD_LABEL, mean_std
+from rdistill.evaluate.cells import (FULL, Cell, CellResult, DataSpec, MatrixSpec, check_inputs, load_data,
+                                     load_manifests, plan_cells, run_cell)
+from rdistill.evaluate.features import Features, compute_features
+from rdistill.evaluate.protocols import get_protocol
+
 
 
 @dataclass(frozen=True)
@@ -30,14 +44,6 @@ class Row:
     best_gap_full: float | None = None
     mmd_linear: float | None = None  # to the real train split
     mmd_rbf: float | None = None
-
-
-def mean_std(values) -> tuple[float, float]:
-    """Mean and population std (ddof 0) of a non-empty list."""
-    if len(values) == 0:
-        raise ValueError("mean_std of no values")
-    m = sum(values) / len(values)
-    return m, (sum((v - m) ** 2 for v in values) / len(values)) ** 0.5
 
 
 def aggregate(results, mmd: dict | None = None) -> list[Row]:
@@ -92,7 +98,7 @@ class Matrix:
     def notes(self) -> list[str]:
         seeds = sorted({r.seeds for r in self.rows})
         out = [f"final = test accuracy after the last epoch; best = the maximum seen during training (what the "
-               f"reference reports); mean ± std (population) over {'/'.join(map(str, seeds))} seeds",
+               f"reference reports); mean ± {STD_LABEL}, {'/'.join(map(str, seeds))} seeds",
                "vs random = row - random at the same IPC; gap to full = full train split (hard labels) - row"]
         if self.features:
             out.append(f"MMD = squared MMD to the real train split, features of {self.features.network}")
@@ -119,3 +125,34 @@ class Matrix:
 
     def to_csv(self, path) -> None:
         self.to_frame().to_csv(path, index=False)
+
+
+# Filling it:
+
+
+def evaluate_matrix(spec: MatrixSpec, workers: int = 0, progress: bool = True, address: str | None = None) -> Matrix:
+    """Check the inputs, run every cell (Ray tasks when workers > 0), then the features and MMD."""
+    from rdistill.distributed.tasks import run_calls
+
+    # Checks, before any work:
+    protocol = get_protocol(spec.protocol, spec.epochs)
+    data = DataSpec(spec.dataset, spec.root, protocol.image_size)
+    manifests = load_manifests(spec.surrogates)
+    check_inputs(spec, load_data(data), manifests, protocol)
+    cells = plan_cells(manifests, spec.ipcs, spec.students, spec.seeds, spec.full)
+
+    # The cells; the full reference of the first student (seed 0) becomes the feature network:
+    start = time.perf_counter()
+    keep = Cell(FULL, None, spec.students[0], 0, FULL) if spec.full else None
+    kw = dict(teacher=spec.teacher, device=spec.device)
+    calls = [((c, data, spec.protocol, spec.epochs), dict(kw, keep_model=c == keep)) for c in cells]
+    with tqdm(total=len(calls), desc="evaluate", unit="cell", disable=not progress) as bar:
+        results = run_calls(run_cell, calls, workers=workers, address=address, on_result=lambda i, r: bar.update())
+    state = next((r.state for r in results if r.cell == keep), None)
+
+    # Features and MMD, one task:
+    sets = list(dict.fromkeys((c.method, c.ipc, c.surrogate) for c in cells if c.method != FULL))
+    call = ((data, sets, spec.students[0], state), {"device": spec.device})
+    feats = run_calls(compute_features, [call], workers=min(workers, 1), address=address)[0]
+    results = [replace(r, state=None) for r in results]
+    return Matrix(tuple(aggregate(results, feats.mmd)), tuple(results), spec, feats, time.perf_counter() - start)

@@ -1,89 +1,20 @@
-"""What a sweep leaves for people: MLflow runs (a parent per sweep, a child per trial), Fig. 6-style plots,
-and the final report that tests the best configuration and the paper's on the real test split.
+"""What a finished sweep leaves for people: its trials as rows, the Fig. 6 plots, and the final report that
+tests the best configuration and the paper's on the real test split (MLflow parent run and stdout).
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from ray.tune.logger import LoggerCallback
+from rdistill.common.stats import STD_LABEL, format_mean_std, mean_std
+from rdistill.sweep.settings import AXES, METRIC, PAPER_POINT, Space, SweepOutcome, SweepSettings, trial_config
+from rdistill.sweep.tracking import mlflow_client
+from rdistill.sweep.trial import evaluate_remote
 
-from rdistill.config import flat
-from rdistill.sweep import (AXES, LOSSES, METRIC, PAPER_POINT, Space, SweepOutcome, SweepSettings, evaluate_remote,
-                            trial_config)
-
-TRACKED = (*LOSSES, METRIC, "val_best_acc", "epoch")  # result keys logged as MLflow metrics
 AXIS_LABELS = {"epochs": "fine-tuning epochs", "lambda_r": "representativeness weight λr",
                "lambda_d": "diversity weight λd", "memory_size": "memory size N_M"}
-
-
-# --- MLflow ---------------------------------------------------------------------------------------
-
-
-def mlflow_client(settings: SweepSettings):
-    """A client of the sweep's store and the ids of its experiment and of the sweep's parent run."""
-    from rdistill.tracking import client, experiment_id
-
-    c = client(settings.tracking_uri)
-    exp_id = experiment_id(c, settings.experiment)
-    tags = {"rdistill.sweep": settings.name, "rdistill.role": "sweep"}
-    found = find_runs(c, exp_id, tags)
-    return c, exp_id, found[0] if found else c.create_run(exp_id, run_name=settings.name, tags=tags).info.run_id
-
-
-def find_runs(client, exp_id: str, tags: dict) -> list[str]:
-    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-    return [r.info.run_id for r in client.search_runs([exp_id], query)]
-
-
-class MlflowTrials(LoggerCallback):
-    """Tune -> MLflow: one child run per trial under the sweep's run, with the trial's resolved config as
-    params, the fine-tuning losses against the fine-tuning step and val_acc at each validation. A trial
-    that resumes after a restore finds its run again (tag rdistill.trial_id), so no trial is logged twice."""
-
-    def __init__(self, settings: SweepSettings):
-        self.settings = settings
-        self._client = None
-        self._runs: dict[str, str] = {}
-
-    def __getstate__(self):  # Tune pickles its callbacks with the experiment; the client stays behind
-        return {**self.__dict__, "_client": None, "_runs": {}}
-
-    def setup(self, *args, **kwargs):
-        self._client, self._exp, self._parent = mlflow_client(self.settings)
-
-    def log_trial_start(self, trial):
-        tags = {"rdistill.trial_id": trial.trial_id, "mlflow.parentRunId": self._parent}
-        found = find_runs(self._client, self._exp, tags)
-        if found:
-            self._runs[trial.trial_id] = found[0]
-            self._client.update_run(found[0], status="RUNNING")
-            return
-        run = self._client.create_run(self._exp, run_name=f"trial {trial.trial_id}", tags=tags)
-        self._runs[trial.trial_id] = run.info.run_id
-        from mlflow.entities import Param
-
-        run_dir = Path(self.settings.out) / "trials" / trial.trial_id / "finetune"
-        cfg = trial_config(self.settings, trial.config, run_dir)
-        self._client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in flat(cfg).items()])
-
-    def log_trial_result(self, iteration: int, trial, result: dict):
-        from mlflow.entities import Metric
-
-        step = int(result.get("step") or result["training_iteration"])
-        ms = [Metric(k, float(result[k]), int(1000 * result.get("timestamp", 0)), step) for k in TRACKED
-              if isinstance(result.get(k), (int, float)) and math.isfinite(result[k])]
-        if ms:
-            self._client.log_batch(self._runs[trial.trial_id], metrics=ms)
-
-    def log_trial_end(self, trial, failed: bool = False):
-        self._client.set_terminated(self._runs[trial.trial_id], "FAILED" if failed else "FINISHED")
-
-
-# --- Rows, plots ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -152,20 +83,13 @@ def plot_fig6(rows: list[TrialRow], space: Space, out: Path) -> list[Path]:
     return paths
 
 
-# --- The final report -------------------------------------------------------------------------------
-
-
-def mean_std(accs: list[float]) -> str:
-    return f"{accs[0]:.1f}" if len(accs) == 1 else f"{statistics.mean(accs):.1f} ± {statistics.stdev(accs):.1f}"
-
-
 def format_table(entries: list[tuple[str, dict, float, dict]]) -> str:
     """Rows (name, config, val_acc, {"final": [...], "best": [...]}) side by side."""
     head = f"{'':24} {'epochs':>6} {'lambda_r':>9} {'lambda_d':>9} {'N_M':>5} {'val acc':>8}"
-    lines = [head + "   test acc final / best-seen"]
+    lines = [head + f"   test acc final / best-seen (mean ± {STD_LABEL})"]
     for name, c, val, test in entries:
         lines.append(f"{name:24} {c['epochs']:>6} {c['lambda_r']:>9.4g} {c['lambda_d']:>9.4g} {c['memory_size']:>5} "
-                     f"{val:>8.1f}   {mean_std(test['final'])} / {mean_std(test['best'])}")
+                     f"{val:>8.1f}   {format_mean_std(test['final'])} / {format_mean_std(test['best'])}")
     return "\n".join(lines)
 
 
@@ -179,8 +103,8 @@ def log_summary(settings: SweepSettings, best: TrialRow, paper_val: float, tests
     client.log_metric(parent, "best.val_acc", best.val_acc)
     client.log_metric(parent, "paper.val_acc", paper_val)
     for name, accs in tests.items():
-        client.log_metric(parent, f"{name}.test_acc_final", statistics.mean(accs["final"]))
-        client.log_metric(parent, f"{name}.test_acc_best", statistics.mean(accs["best"]))
+        client.log_metric(parent, f"{name}.test_acc_final", mean_std(accs["final"])[0])
+        client.log_metric(parent, f"{name}.test_acc_best", mean_std(accs["best"])[0])
     for p in plots:
         client.log_artifact(parent, str(p))
     client.log_text(parent, table, "summary.txt")
@@ -192,7 +116,7 @@ def final_report(settings: SweepSettings, rows: list, outcome: SweepOutcome) -> 
     import ray
 
     from rdistill.tracking import ui_command
-    from rdistill.train_ray import fit_ray
+    from rdistill.distributed.train_ray import fit_ray
 
     out = Path(settings.out).resolve()
     best = rows[0]

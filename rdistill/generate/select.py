@@ -1,4 +1,4 @@
-"""Coreset baselines: IPC real training images per class, written as a surrogate set (rdistill.shards).
+"""Coreset baselines: IPC real training images per class, written as a surrogate set (rdistill.data.shards).
 
     manifest = select_coreset(load_dataset("digits"), "herding", ipc=10, seed=0, out="sets/digits-herding-10")
 
@@ -23,8 +23,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from rdistill.common.seeds import STREAM_CORESET, derive
 from rdistill.data.base import Dataset, Split
-from rdistill.shards import Manifest, check_overwrite, shard_is_complete, shard_name, shard_row, write_shard
+from rdistill.data.shards import Manifest, check_overwrite, shard_is_complete, shard_name, shard_row, write_shard
 
 METHODS = ("random", "herding", "kcenter")
 FEATURES = ("convnet", "pixels")
@@ -66,7 +67,7 @@ def k_center(f: torch.Tensor, k: int) -> list[int]:
 
 def random_order(n: int, k: int, seed: int, label: int) -> list[int]:
     """The first k of a permutation of range(n) seeded by (seed, label)."""
-    return np.random.default_rng([seed, label]).permutation(n)[:k].tolist()
+    return np.random.default_rng(derive(seed, STREAM_CORESET, label)).permutation(n)[:k].tolist()
 
 
 # Features:

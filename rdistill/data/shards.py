@@ -15,9 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -30,9 +28,9 @@ import torch
 from PIL import Image
 
 from rdistill import __version__
+from rdistill.common.files import TMP_SUFFIX, atomic_path, atomic_write_text
 
 MANIFEST_NAME = "_manifest.json"
-_TMP_PREFIX = ".tmp-"  # hidden: every Parquet reader skips it
 
 _COLUMNS = [
     ("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])),  # HF Image layout
@@ -136,19 +134,15 @@ def _to_table(rows: list[dict] | pa.Table, schema: pa.Schema) -> pa.Table:
 
 def write_shard(folder, rows: list[dict] | pa.Table, name: str, classes: Sequence[str] | None = None) -> ShardInfo:
     """Write rows (dicts from `shard_row`, or a table) to folder/name atomically: a temporary file, then
-    os.replace. Pass `classes` (all class names) so `datasets` reads `label` as a ClassLabel."""
+    rename. Pass `classes` (all class names) so `datasets` reads `label` as a ClassLabel."""
     if len(rows) == 0 or Path(name).name != name or not name.endswith(".parquet"):
         raise ValueError(f"need rows and a file name ending in .parquet, got {len(rows)} rows and {name!r}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     table = _to_table(rows, schema_for(classes) if classes is not None else SCHEMA)
-    tmp = folder / f"{_TMP_PREFIX}{uuid.uuid4().hex}-{name}"
-    try:  # no fsync: a file a crash left empty fails its checksum, and shard_is_complete says rewrite it
+    with atomic_path(folder / name) as tmp:  # no fsync: a file a crash left empty fails its checksum
         pq.write_table(table, tmp)
         digest = _sha256(tmp)
-        os.replace(tmp, folder / name)
-    finally:
-        tmp.unlink(missing_ok=True)
     return ShardInfo(name, table.num_rows, digest)
 
 
@@ -190,10 +184,7 @@ class Manifest:
 
     def save(self, folder) -> Path:
         path = Path(folder) / MANIFEST_NAME
-        tmp = path.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}-{MANIFEST_NAME}")
-        tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
-        os.replace(tmp, path)
-        return path
+        return atomic_write_text(path, json.dumps(asdict(self), indent=2, sort_keys=True))
 
     @classmethod
     def load(cls, folder) -> Manifest:
@@ -213,7 +204,7 @@ def check_overwrite(folder, manifest_fingerprint: str, overwrite: bool) -> Manif
     Shards of another run (other fingerprint, or no manifest) raise ValueError unless `overwrite`,
     which deletes them and their manifest (other files stay)."""
     folder = Path(folder)
-    old = sorted(folder.glob("*.parquet")) + sorted(folder.glob(f"{_TMP_PREFIX}*"))
+    old = sorted(folder.glob("*.parquet")) + sorted(folder.glob(f".*{TMP_SUFFIX}"))
     has_manifest = (folder / MANIFEST_NAME).is_file()
     if has_manifest:
         m = Manifest.load(folder)

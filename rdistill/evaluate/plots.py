@@ -1,4 +1,4 @@
-"""Figures of an evaluation matrix (rdistill.evaluate), written as PNG files with matplotlib's Agg backend.
+"""Figures of an evaluation matrix (rdistill.evaluate.matrix), written as PNG files with matplotlib's Agg backend.
 
 - accuracy vs IPC, one figure per student: a line per method, best (solid) and final (dashed), mean ± std
   over seeds as error bars, the full-data result as a horizontal line;
@@ -60,7 +60,7 @@ def accuracy_vs_ipc(rows, student: str, path) -> Path:
 
 def sample_grid(folder, path, per_class: int = GRID_PER_CLASS) -> Path:
     """The first `per_class` images of every class of a surrogate set, a row per class."""
-    from rdistill.shards import Manifest, read_surrogate
+    from rdistill.data.shards import Manifest, read_surrogate
 
     m = Manifest.load(folder)
     s = read_surrogate(folder, min(per_class, m.ipc))
@@ -85,7 +85,7 @@ def sample_grid(folder, path, per_class: int = GRID_PER_CLASS) -> Path:
 def tsne_plot(features, path, seed: int = 0, max_real: int | None = None) -> Path:
     """Real (grey) vs surrogate (coloured by class) features, t-SNE per method at its largest IPC;
     at most `max_real` real points (default TSNE_MAX_REAL)."""
-    from rdistill.metrics import tsne_embedding
+    from rdistill.evaluate.metrics import tsne_embedding
 
     max_real = max_real or TSNE_MAX_REAL
     largest = {}
@@ -107,7 +107,7 @@ def tsne_plot(features, path, seed: int = 0, max_real: int | None = None) -> Pat
 
 def write_plots(matrix, folder) -> list[Path]:
     """Every figure of the matrix into folder: accuracy-vs-IPC-<student>.png, samples-<method>.png, tsne.png."""
-    from rdistill.matrix import FULL
+    from rdistill.evaluate.cells import FULL
 
     folder = Path(folder)
     out = [accuracy_vs_ipc(matrix.rows, s, folder / f"accuracy-vs-ipc-{s}.png")

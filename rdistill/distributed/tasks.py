@@ -1,0 +1,73 @@
+"""Many calls of one plain function: in this process, or as Ray tasks, at most `workers` in flight.
+
+    results = run_calls(run_cell, [((cell, data), {}) for cell in cells], workers=2, on_result=record)
+
+The Ray path is Ray's own "limit pending tasks" pattern: submit up to `workers` tasks, `ray.wait` for the
+first to finish, submit the next. Each task asks for its resources (`task_options`: a CPU share, a GPU
+where GPUs are wanted), sets torch's threads to its CPU share, and is retried MAX_RETRIES times if its
+worker process dies. `on_result(i, result)` runs as each call finishes, in the driver, so a caller can
+record finished work (a shard in a manifest) before the next one lands; on an error or Ctrl-C the tasks
+in flight are cancelled and everything recorded so far stays recorded.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+MAX_RETRIES = 3  # Ray re-runs a task whose worker process died this many times
+
+Call = tuple[tuple, dict]  # (args, kwargs)
+
+
+def _with_threads(fn: Callable, cpus: float, args: tuple, kwargs: dict):
+    from rdistill.distributed.cluster import limit_threads
+
+    limit_threads(cpus)
+    return fn(*args, **kwargs)
+
+
+def submit(fn: Callable, *args, options: dict, **kwargs):
+    """fn(*args, **kwargs) as one Ray task with `options` (task_options: num_cpus, num_gpus, ...); its ref.
+    Retried MAX_RETRIES times if its worker dies; torch's threads set to its CPU share."""
+    import ray
+
+    remote = ray.remote(max_retries=MAX_RETRIES)(_with_threads).options(**options)
+    return remote.remote(fn, options.get("num_cpus", 1), args, kwargs)
+
+
+def run_calls(fn: Callable, calls: Sequence[Call], *, workers: int, address: str | None = None,
+              use_gpu: bool | None = None, on_result: Callable[[int, object], None] | None = None) -> list:
+    """fn(*args, **kwargs) for each call; results in call order. workers=0: here, one after another;
+    workers > 0: Ray tasks on the Ray at `address` (default: the connected one, else a local one)."""
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0 (0 = no Ray), got {workers}")
+    results = [None] * len(calls)
+
+    def done(i: int, result) -> None:
+        results[i] = result
+        if on_result is not None:
+            on_result(i, result)
+
+    if workers == 0:
+        for i, (args, kwargs) in enumerate(calls):
+            done(i, fn(*args, **kwargs))
+        return results
+
+    from rdistill.distributed.cluster import connect, task_options
+
+    ray = connect(address)
+    opts = task_options(use_gpu)
+    queue, running = list(reversed(range(len(calls)))), {}  # pop() takes the calls in order
+    try:
+        while queue or running:
+            while queue and len(running) < workers:
+                i = queue.pop()
+                args, kwargs = calls[i]
+                running[submit(fn, *args, options=opts, **kwargs)] = i
+            ready, _ = ray.wait(list(running), num_returns=1)
+            for ref in ready:
+                done(running.pop(ref), ray.get(ref))
+    finally:
+        for ref in running:  # nothing keeps running behind an error or an interrupt
+            ray.cancel(ref, force=True)
+    return results

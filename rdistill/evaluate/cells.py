@@ -1,0 +1,171 @@
+"""One cell of the evaluation matrix: a student trained on a surrogate set (or the full train split) with one
+seed and tested on the real test split (SPEC.md section 5); planning the cells and checking the inputs
+before any work.
+
+    cells = plan_cells(load_manifests(folders), ipcs=(1, 10), students=("convnet-3",), seeds=3, include_full=True)
+    result = run_cell(cells[0], DataSpec("digits"), "small", epochs=None)   # a plain function; Ray runs it as a task
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from rdistill.common.devices import resolve_device
+from rdistill.evaluate.protocols import get_protocol
+
+FULL = "full"  # method and surrogate name of the whole-real-train-split reference
+TEACHER = "resnet-18"  # the soft-label teacher's architecture (RDED, SPEC.md section 5)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    name: str
+    root: str | None = None
+    image_size: int | None = None  # the protocol's resolution; None = the dataset's own
+
+
+@dataclass(frozen=True)
+class Cell:
+    method: str
+    ipc: int | None  # None: every training image (the `full` reference)
+    student: str
+    seed: int
+    surrogate: str  # the set's folder, or FULL
+
+
+@dataclass(frozen=True)
+class CellResult:
+    cell: Cell
+    final_acc: float  # % after the last epoch
+    best_acc: float  # % max over the tests during training
+    history: tuple[tuple[int, float], ...]  # (epoch, test acc %)
+    epochs: int
+    seconds: float
+    state: dict | None = field(default=None, repr=False)  # the trained student, kept for the feature network
+
+
+@dataclass(frozen=True)
+class MatrixSpec:
+    surrogates: tuple[str, ...]  # surrogate-set folders (their manifests say method and IPC)
+    dataset: str
+    root: str | None = None
+    students: tuple[str, ...] = ("convnet-3",)
+    seeds: int = 3  # seeds 0..seeds-1
+    ipcs: tuple[int, ...] | None = None  # prefixes to evaluate; None = each set's own IPC
+    protocol: str = "small"
+    epochs: int | None = None  # overrides the protocol's epoch rule (recorded)
+    full: bool = False  # also train on the whole real train split (the upper bound)
+    teacher: str | None = None  # soft-label protocols: a state_dict of TEACHER trained on the dataset
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
+
+
+# Planning and checks (before any work):
+
+
+def plan_cells(surrogates: dict, ipcs, students, seeds: int, include_full: bool) -> list[Cell]:
+    """Every cell: surrogates maps folder -> Manifest; ipcs None takes each set's own IPC."""
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    if not students:
+        raise ValueError("name at least one student")
+    if not surrogates and not include_full:
+        raise ValueError("nothing to evaluate: give surrogate sets or the full reference")
+    sets, seen = [], {}
+    for folder, m in surrogates.items():
+        for ipc in ipcs or [m.ipc]:
+            if not 1 <= ipc <= m.ipc:
+                raise ValueError(f"--ipc {ipc} is outside 1..{m.ipc}, the IPC of the set in {folder}")
+            if (m.method, ipc) in seen:
+                raise ValueError(f"{seen[m.method, ipc]} and {folder} are both method {m.method!r} at IPC {ipc}")
+            seen[m.method, ipc] = folder
+            sets.append((m.method, ipc, str(folder)))
+    sets += [(FULL, None, FULL)] if include_full else []
+    return [Cell(meth, ipc, s, seed, folder) for meth, ipc, folder in sets for s in students for seed in range(seeds)]
+
+
+def load_manifests(folders) -> dict:
+    from rdistill.data.shards import Manifest
+
+    return {str(f): Manifest.load(f) for f in folders}  # FileNotFoundError without _manifest.json
+
+
+def check_inputs(spec: MatrixSpec, dataset, manifests: dict, protocol) -> None:
+    """Classes, image channels, completeness, students and teacher; ValueError naming what is wrong."""
+    from rdistill.models.students import build_student
+    from rdistill.data.shards import read_surrogate
+
+    for folder, m in manifests.items():
+        if list(m.classes) != list(dataset.classes):
+            raise ValueError(f"{folder} has classes {list(m.classes)}, dataset {dataset.name} has {list(dataset.classes)}")
+        need = min(max(spec.ipcs or [m.ipc]), m.ipc)
+        short = {c: m.counts.get(c, 0) for c in m.classes if m.counts.get(c, 0) < need}
+        if short:
+            raise ValueError(f"{folder} is incomplete: these classes have fewer than {need} images: {short}")
+        c = read_surrogate(folder, 1)[0][0].shape[0]
+        if c != dataset.channels:
+            raise ValueError(f"{folder} holds {c}-channel images, dataset {dataset.name} has {dataset.channels}")
+    for name in spec.students:  # unknown names and depths too deep for the resolution raise here
+        build_student(name, dataset.num_classes, dataset.channels, dataset.image_size)
+    if (protocol.soft_labels is not None) != (spec.teacher is not None):
+        raise ValueError(f"protocol {protocol.name!r} {'needs' if protocol.soft_labels else 'takes no'} teacher "
+                         f"(got {spec.teacher!r}): soft-label protocols need a {TEACHER} state_dict file")
+
+
+# One cell (a plain function; Ray runs it as a task):
+
+
+# One cell (a plain function; Ray runs it as a task):
+
+
+@functools.lru_cache(maxsize=2)
+def load_data(data: DataSpec):
+    from rdistill.data import load_dataset
+
+    return load_dataset(data.name, image_size=data.image_size, root=data.root)
+
+
+@functools.lru_cache(maxsize=2)
+def real_test_tensors(data: DataSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    test = load_data(data).test
+    return test.images(range(len(test))), test.labels  # (N, C, S, S), (N,)
+
+
+def train_tensors(data: DataSpec, surrogate: str, ipc: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `ipc` images per class of a surrogate set at the dataset's size, or the full train split."""
+    from rdistill.data.shards import read_surrogate
+
+    d = load_data(data)
+    if surrogate == FULL:
+        return d.train.images(range(len(d.train))), d.train.labels
+    x, y = read_surrogate(surrogate, ipc).tensors()  # (K * ipc, C, H, W)
+    if x.shape[-2:] != (d.image_size, d.image_size):  # e.g. generated at 256, trained at 224 (IDC)
+        x = F.interpolate(x, size=(d.image_size,) * 2, mode="bilinear", antialias=True, align_corners=False)
+    return x, y
+
+
+def load_teacher(path: str, data: DataSpec) -> torch.nn.Module:
+    from rdistill.models.students import build_student
+
+    d = load_data(data)
+    net = build_student(TEACHER, d.num_classes, d.channels, d.image_size)
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return net
+
+
+def run_cell(cell: Cell, data: DataSpec, protocol_name: str, epochs: int | None, *, teacher: str | None = None,
+             device: str = "auto", keep_model: bool = False) -> CellResult:
+    """Train cell.student on the cell's set (seed cell.seed) and test it on the real test split."""
+    from rdistill.evaluate.training import train_and_test
+
+    protocol = get_protocol(protocol_name, epochs)
+    x, y = train_tensors(data, cell.surrogate, cell.ipc)
+    tx, ty = real_test_tensors(data)
+    d = load_data(data)
+    r = train_and_test(cell.student, protocol, x, y, tx, ty, num_classes=d.num_classes, seed=cell.seed,
+                       device=resolve_device(device), teacher=load_teacher(teacher, data) if teacher else None)
+    state = {k: v.cpu() for k, v in r["model"].state_dict().items()} if keep_model else None
+    return CellResult(cell, r["final_acc"], r["best_acc"], tuple(r["history"]), r["epochs"], r["seconds"], state)

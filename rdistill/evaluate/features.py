@@ -1,0 +1,60 @@
+"""The features of a surrogate set and of the real train split under one fixed network: MMD between them
+(Table 2, rdistill.evaluate.metrics) and the inputs of the t-SNE plot (Fig. 3).
+
+The network is the first student trained on the full split (seed 0) when `full` is evaluated, otherwise a
+randomly initialised ConvNet (torch seed FEATURE_SEED), the embedding herding and k-center select with,
+which flatters them; `Features.network` says which.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from rdistill.common.devices import resolve_device
+from rdistill.evaluate.cells import DataSpec, load_data, train_tensors
+
+FEATURE_SEED = 0  # torch seed of the random-init ConvNet feature network (as rdistill.generate.select)
+FEATURE_BATCH = 512  # images per forward when extracting features
+
+
+@dataclass(frozen=True)
+class Features:
+    network: str  # which fixed network produced them
+    real: torch.Tensor  # (N, D) the real train split
+    real_labels: torch.Tensor  # (N,)
+    sets: dict  # (method, ipc) -> (features (n, D), labels (n,))
+    mmd: dict  # (method, ipc) -> {"linear": float, "rbf": float}
+
+
+def feature_network(data: DataSpec, student: str | None, state: dict | None):
+    """(description, network): the trained full-data student if given, else a random-init ConvNet."""
+    from rdistill.models.students import build_student, convnet_depth
+
+    d = load_data(data)
+    if state is not None:
+        net = build_student(student, d.num_classes, d.channels, d.image_size)
+        net.load_state_dict(state)
+        return f"{student} trained on the full train split (seed 0)", net
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(FEATURE_SEED)
+        net = build_student("convnet", d.num_classes, d.channels, d.image_size)
+    return f"convnet-{convnet_depth(d.image_size)}, random init (torch seed {FEATURE_SEED})", net
+
+
+def compute_features(data: DataSpec, sets: list[tuple[str, int, str]], student: str | None, state: dict | None,
+                     device: str = "auto", threads: float | None = None) -> Features:
+    """Features of the real train split and of each (method, ipc, folder) set, and the MMD between them."""
+    from rdistill.evaluate.metrics import features, mmd
+
+    name, net = feature_network(data, student, state)
+    net = net.to(resolve_device(device))
+    train = load_data(data).train
+    real = torch.cat([features(net, train.images(i)) for i in torch.arange(len(train)).split(FEATURE_BATCH)])
+    out, dist = {}, {}
+    for method, ipc, folder in sets:
+        x, y = train_tensors(data, folder, ipc)
+        out[method, ipc] = (features(net, x, FEATURE_BATCH), y)
+        dist[method, ipc] = {k: mmd(out[method, ipc][0], real, kernel=k) for k in ("linear", "rbf")}
+    return Features(name, real, train.labels, out, dist)
