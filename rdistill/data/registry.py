@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rdistill.data import sources
+import rdistill.data.sources as sources
 from rdistill.data.base import Dataset
 from rdistill.data.imagenet import IMAGENET_WNIDS, SUBSETS
 
