@@ -50,6 +50,16 @@ def test_the_default_space_is_fig6_and_holds_the_papers_point():
     assert fixed["epochs"] == 8 and fixed["memory_size"] == 64  # an axis with low == high is a constant
 
 
+def test_guidance_is_an_axis_with_the_papers_scale_first():
+    space = Space()
+    assert PAPER_POINT["guidance"] == 4.0 and space.guidance == (1.0, 6.0)
+    assert not Space(guidance=(1.0, 3.0)).contains(PAPER_POINT)
+    assert Space(guidance=(4.0, 4.0)).param_space()["guidance"] == 4.0
+    assert Space(guidance=(0.0, 2.0)).check() is None  # below 1 mixes toward the unconditional output
+    with pytest.raises(ValueError, match="guidance: low must be >= 0"):
+        Space(guidance=(-1.0, 2.0)).check()
+
+
 def test_a_trial_is_validated_at_the_end_or_at_each_asha_rung():
     cfg = load_config(None, ["train.epochs=5"])
     assert asha_rungs(12) == [1, 2, 4, 8]
@@ -133,7 +143,9 @@ def test_the_smoke_test_runs_end_to_end_into_mlflow(local_ray, tmp_path, capsys)
     losses = client.get_metric_history(trials["run_id"].iloc[0], "loss_total")
     assert [m.step for m in losses] == [2, 4]  # the fine-tuning losses, by fine-tuning step
     artifacts = {a.path for a in client.list_artifacts(parent["run_id"].iloc[0])}
-    assert {"fig6-epochs.png", "fig6-lambda-r.png", "fig6-lambda-d.png", "fig6-memory-size.png"} <= artifacts
+    assert {"fig6-epochs.png", "fig6-lambda-r.png", "fig6-lambda-d.png", "fig6-memory-size.png",
+            "fig6-guidance.png"} <= artifacts
+    assert float(first["params.sample.guidance"].iloc[0]) == 4.0  # the paper's scale with the paper's point
     assert "paper.test_acc_final" in client.get_run(parent["run_id"].iloc[0]).data.metrics
 
 

@@ -37,7 +37,8 @@ def add_sweep_args(p: argparse.ArgumentParser, d: dict) -> None:
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: what fits)")
     p.add_argument("--asha", action="store_true", help="validate at epoch rungs; ASHA stops weak trials early")
     for axis, (low, high), kind in (("epochs", (1, 12), int), ("lambda-r", (0.001, 0.01), float),
-                                    ("lambda-d", (0.002, 0.03), float), ("memory-size", (16, 1024), int)):
+                                    ("lambda-d", (0.002, 0.03), float), ("memory-size", (16, 1024), int),
+                                    ("guidance", (1.0, 6.0), float)):
         p.add_argument(f"--{axis}", nargs=2, type=kind, default=None, metavar=("LOW", "HIGH"),
                        help=f"search range (default {low} {high}, Fig. 6)")
     p.add_argument("--ipc", type=int, default=d["ipc"], help=f"images per class per trial (default {d['ipc']})")
@@ -65,7 +66,7 @@ def build(args, d: dict):
                                       f"out={base_dir}"])
     finetune = load_config(None, [*data, f"model.preset={args.preset}", f"model.init={base_dir}", *d["finetune"],
                                   *args.overrides, f"out={out / 'trials'}"])
-    ranges = {a: tuple(getattr(args, a)) for a in ("epochs", "lambda_r", "lambda_d", "memory_size")
+    ranges = {a: tuple(getattr(args, a)) for a in ("epochs", "lambda_r", "lambda_d", "memory_size", "guidance")
               if getattr(args, a) is not None}
     settings = SweepSettings(
         out=str(out), base=finetune, space=Space(**ranges), trials=args.trials, ipc=args.ipc,

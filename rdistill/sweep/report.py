@@ -14,7 +14,8 @@ from rdistill.sweep.tracking import mlflow_client
 from rdistill.sweep.trial import evaluate_remote
 
 AXIS_LABELS = {"epochs": "fine-tuning epochs", "lambda_r": "representativeness weight λr",
-               "lambda_d": "diversity weight λd", "memory_size": "memory size N_M"}
+               "lambda_d": "diversity weight λd", "memory_size": "memory size N_M",
+               "guidance": "classifier-free guidance scale"}
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ def plot_fig6(rows: list[TrialRow], space: Space, out: Path) -> list[Path]:
         if axis == "epochs":  # every validation: the accuracy curve along fine-tuning (Fig. 6a)
             for row in rows:
                 ax.plot(*zip(*row.curve), marker="o", ms=3, alpha=0.6)
+        elif axis == "guidance":  # a linear axis
+            ax.scatter([r.config[axis] for r in rows], [r.val_acc for r in rows], s=18)
         else:
             ax.scatter([r.config[axis] for r in rows], [r.val_acc for r in rows], s=18)
             ax.set_xscale("log", base=2 if axis == "memory_size" else 10)
@@ -70,7 +73,8 @@ def plot_fig6(rows: list[TrialRow], space: Space, out: Path) -> list[Path]:
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap on a short range
             ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         low, high = getattr(space, axis)
-        ax.set_xlim(*((low - 0.5, high + 0.5) if axis == "epochs" else (low / 1.2, high * 1.2)))
+        pad = {"epochs": 0.5, "guidance": 0.25}
+        ax.set_xlim(*((low - pad[axis], high + pad[axis]) if axis in pad else (low / 1.2, high * 1.2)))
         ax.scatter([rows[0].config[axis] if axis != "epochs" else rows[0].epoch], [rows[0].val_acc],
                    marker="*", s=120, c="crimson", zorder=3, label="best")
         ax.axvline(PAPER_POINT[axis], ls="--", c="gray", label="paper")
@@ -85,10 +89,10 @@ def plot_fig6(rows: list[TrialRow], space: Space, out: Path) -> list[Path]:
 
 def format_table(entries: list[tuple[str, dict, float, dict]]) -> str:
     """Rows (name, config, val_acc, {"final": [...], "best": [...]}) side by side."""
-    head = f"{'':24} {'epochs':>6} {'lambda_r':>9} {'lambda_d':>9} {'N_M':>5} {'val acc':>8}"
+    head = f"{'':24} {'epochs':>6} {'lambda_r':>9} {'lambda_d':>9} {'N_M':>5} {'cfg':>5} {'val acc':>8}"
     lines = [head + f"   test acc final / best-seen (mean ± {STD_LABEL})"]
     for name, c, val, test in entries:
-        lines.append(f"{name:24} {c['epochs']:>6} {c['lambda_r']:>9.4g} {c['lambda_d']:>9.4g} {c['memory_size']:>5} "
+        lines.append(f"{name:24} {c['epochs']:>6} {c['lambda_r']:>9.4g} {c['lambda_d']:>9.4g} {c['memory_size']:>5} {c['guidance']:>5.2f} "
                      f"{val:>8.1f}   {format_mean_std(test['final'])} / {format_mean_std(test['best'])}")
     return "\n".join(lines)
 
@@ -125,13 +129,16 @@ def final_report(settings: SweepSettings, rows: list, outcome: SweepOutcome) -> 
         paper_run, paper_set = out / "paper-default" / "finetune", out / "paper-default" / "surrogate"
         fit_ray(trial_config(settings, PAPER_POINT, paper_run), num_workers=settings.num_workers,
                 use_gpu=settings.use_gpu, name="finetune", storage_path=str(out / "paper-default" / "ray"))
-        refs = evaluate_remote(settings, paper_run, paper_set, "validation", [settings.seed])
+        refs = evaluate_remote(settings, paper_run, paper_set, "validation", [settings.seed],
+                               guidance=PAPER_POINT["guidance"])
         paper_val = ray.get(refs)[0]["final_acc"]
     else:
         paper_run, paper_set, paper_val = out / paper.run_dir, out / paper.set_dir, paper.val_acc
     seeds = [settings.seed + k for k in range(settings.test_seeds)]
-    refs = {name: evaluate_remote(settings, run, sdir, "test", seeds)  # both at once
-            for name, run, sdir in (("best", out / best.run_dir, out / best.set_dir), ("paper", paper_run, paper_set))}
+    both = (("best", out / best.run_dir, out / best.set_dir, best.config["guidance"]),
+            ("paper", paper_run, paper_set, PAPER_POINT["guidance"]))
+    refs = {name: evaluate_remote(settings, run, sdir, "test", seeds, guidance=g)  # both at once
+            for name, run, sdir, g in both}
     tests = {k: {"final": [a["final_acc"] for a in v], "best": [a["best_acc"] for a in v]}
              for k, v in ((k, ray.get(r)) for k, r in refs.items())}
     trained = {**best.config, "epochs": best.epoch}

@@ -13,15 +13,10 @@ from ray import tune
 
 from rdistill.config import RunConfig, merge, validate
 
-AXES = ("epochs", "lambda_r", "lambda_d", "memory_size")
-
-
-PAPER_POINT = {"epochs": 8, "lambda_r": 0.002, "lambda_d": 0.008, "memory_size": 64}  # Sec. 4.1, 4.6; Fig. 6 dashes
-
-
+AXES = ("epochs", "lambda_r", "lambda_d", "memory_size", "guidance")
+# Sec. 4.1, 4.6 and Fig. 6's dashes; guidance 4.0 as SPEC.md section 3
+PAPER_POINT = {"epochs": 8, "lambda_r": 0.002, "lambda_d": 0.008, "memory_size": 64, "guidance": 4.0}
 METRIC = "val_acc"  # the student's final accuracy (%) on the validation carve
-
-
 LOSSES = ("loss_total", "loss_mse", "loss_vb", "loss_pos", "loss_neg")
 
 
@@ -33,14 +28,15 @@ class Space:
     lambda_r: tuple[float, float] = (0.001, 0.01)  # Fig. 6b (log-uniform)
     lambda_d: tuple[float, float] = (0.002, 0.03)  # Fig. 6c (log-uniform)
     memory_size: tuple[int, int] = (16, 1024)  # Fig. 6d: the powers of 2 in the range
+    guidance: tuple[float, float] = (1.0, 6.0)  # classifier-free guidance scale (uniform); below 1 mixes toward unconditional
 
     def check(self) -> None:
         for axis in AXES:
             low, high = getattr(self, axis)
             if low > high:
                 raise ValueError(f"search range of {axis}: low {low} > high {high}")
-            if low <= 0 or (axis == "epochs" and low < 1):
-                least = ">= 1" if axis == "epochs" else "> 0"
+            if (axis == "guidance" and low < 0) or (axis != "guidance" and low <= 0) or (axis == "epochs" and low < 1):
+                least = {"epochs": ">= 1", "guidance": ">= 0"}.get(axis, "> 0")
                 raise ValueError(f"search range of {axis}: low must be {least}, got {low}")
         if not self.memory_sizes():
             raise ValueError(f"search range of memory_size {self.memory_size} holds no power of 2")
@@ -58,7 +54,8 @@ class Space:
         sizes = self.memory_sizes()
         return {"epochs": axis("epochs", lambda a, b: tune.randint(a, b + 1)),
                 "lambda_r": axis("lambda_r", tune.loguniform), "lambda_d": axis("lambda_d", tune.loguniform),
-                "memory_size": sizes[0] if len(sizes) == 1 else tune.choice(sizes)}
+                "memory_size": sizes[0] if len(sizes) == 1 else tune.choice(sizes),
+                "guidance": axis("guidance", tune.uniform)}
 
     def contains(self, point: dict) -> bool:
         inside = all(getattr(self, a)[0] <= point[a] <= getattr(self, a)[1] for a in AXES)

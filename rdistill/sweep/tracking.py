@@ -1,5 +1,5 @@
 """A sweep in MLflow: a parent run per sweep, a child run per trial (its resolved config as params, the
-fine-tuning losses by step, val_acc at each validation), found again on resume so nothing is logged twice.
+fine-tuning losses by step, val_acc at each validation, the trial's guidance as sample.guidance), found again on resume so nothing is logged twice.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ class MlflowTrials(LoggerCallback):
 
         run_dir = Path(self.settings.out) / "trials" / trial.trial_id / "finetune"
         cfg = trial_config(self.settings, trial.config, run_dir)
-        self._client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in flatten(to_dict(cfg)).items()])
+        params = {**flatten(to_dict(cfg)), "sample.guidance": trial.config["guidance"]}  # the sampler's axis
+        self._client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
 
     def log_trial_result(self, iteration: int, trial, result: dict):
         from mlflow.entities import Metric

@@ -57,13 +57,15 @@ def trial(config: dict, settings: SweepSettings) -> None:
                 use_gpu=settings.use_gpu, name="finetune", storage_path=str(trial_dir / "ray"),
                 train_callbacks=[LossReport()])
         set_dir = trial_dir / f"surrogate-epoch{epoch:02d}"
-        acc = ray.get(evaluate_remote(settings, cfg.out, set_dir, "validation", [settings.seed]))[0]
+        acc = ray.get(evaluate_remote(settings, cfg.out, set_dir, "validation", [settings.seed],
+                                      guidance=float(config["guidance"])))[0]
         tune.report({METRIC: acc["final_acc"], "val_best_acc": acc["best_acc"], "epoch": epoch, "step": step})
 
 
-def evaluate(settings: SweepSettings, run_dir: str, set_dir: str, split: str, seed: int) -> dict:
+def evaluate(settings: SweepSettings, run_dir: str, set_dir: str, split: str, seed: int, guidance: float) -> dict:
     """Sample the run's surrogate set (in this process; kept, so a rerun skips it), train a student on it,
-    test it on `split`: "validation" (the carve of the train split) or "test" (the real test split)."""
+    test it on `split`: "validation" (the carve of the train split) or "test" (the real test split).
+    `guidance` is the sampler's classifier-free guidance scale (an axis of the sweep)."""
     from rdistill.common.devices import resolve_device
     from rdistill.data.validation import validation_split
     from rdistill.evaluate.cells import DataSpec, load_data, train_tensors
@@ -72,7 +74,7 @@ def evaluate(settings: SweepSettings, run_dir: str, set_dir: str, split: str, se
     from rdistill.generate.sampling import SampleJob, run_sampling
 
     run_sampling(SampleJob(run_dir=run_dir, out=set_dir, ipc=settings.ipc, seed=settings.seed,
-                           steps=settings.sample_steps, workers=0), progress=False)
+                           steps=settings.sample_steps, guidance=guidance, workers=0), progress=False)
     protocol = get_protocol(settings.protocol, epochs=settings.student_epochs)
     spec = DataSpec(settings.base.data.name, settings.base.data.root, protocol.image_size)  # at the protocol's size
     x, y = train_tensors(spec, set_dir, settings.ipc)  # (K * ipc, C, S, S), (K * ipc,)
@@ -84,11 +86,12 @@ def evaluate(settings: SweepSettings, run_dir: str, set_dir: str, split: str, se
     return {k: v for k, v in r.items() if k != "model"}  # metrics only: the student stays in the task
 
 
-def evaluate_remote(settings: SweepSettings, run_dir, set_dir, split: str, seeds: list[int]) -> list:
+def evaluate_remote(settings: SweepSettings, run_dir, set_dir, split: str, seeds: list[int], *,
+                    guidance: float) -> list:
     """`evaluate` as Ray tasks (one per seed; their refs), sized like a Train worker: a GPU where there are GPUs."""
     from rdistill.distributed.cluster import task_options
     from rdistill.distributed.tasks import submit
     from rdistill.distributed.train_ray import CPUS_PER_WORKER
 
     opts = {**task_options(settings.use_gpu, CPUS_PER_WORKER), "scheduling_strategy": "DEFAULT"}  # not in the trial's bundle
-    return [submit(evaluate, settings, str(run_dir), str(set_dir), split, s, options=opts) for s in seeds]
+    return [submit(evaluate, settings, str(run_dir), str(set_dir), split, s, guidance, options=opts) for s in seeds]
