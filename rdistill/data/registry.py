@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import rdistill.data.sources as sources
+import rdistill.data.subsets as subsets
 from rdistill.data.base import Dataset
 from rdistill.data.imagenet import IMAGENET_WNIDS, SUBSETS
 
 # The names load_dataset knows, for --help text.
-DATASETS: tuple[str, ...] = ("digits", "fashion-mnist", "imagefolder:PATH", *SUBSETS, "imagenet1k")
+DATASETS: tuple[str, ...] = ("digits", "fashion-mnist", "imagefolder:PATH", *SUBSETS, "imagenet1k",
+                             *subsets.NAMED, "NAME[class,...]")
 _IMAGEFOLDER = "imagefolder:"
 
 
@@ -21,9 +23,14 @@ def load_dataset(name: str, image_size: int | None = None, root: str | Path | No
     - imagefolder:PATH: PATH/<class>/<images> (or train/ + val/ or test/), 256x256 RGB by default.
     - imagewoof, imagenette, imageidc, imagenet1k: root = an ImageNet root with train/<wnid>/ and
       val/<wnid>/; 256x256 RGB by default.
+    - NAME[class,...] (names or indices) and fashion-tops: a class subset that keeps the parent's model
+      labels (rdistill.data.subsets).
     """
     if image_size is not None and (type(image_size) is not int or image_size < 1):
         raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
+    base, classes = subsets.parse(name)
+    if classes is not None:
+        return subsets.class_subset(load_dataset(base, image_size, root), classes, name)
     if name == "digits":
         if root is not None:
             raise ValueError(f"digits ships with scikit-learn and takes no root, got root={root!r}")
