@@ -2,6 +2,7 @@ import shutil
 
 import pandas as pd
 import pytest
+import torch
 
 from rdistill.data import load_dataset
 from rdistill.common.stats import mean_std
@@ -100,6 +101,15 @@ def test_run_cell_trains_on_the_ipc_prefix_and_tests_on_the_real_test_split(sets
     assert r.epochs == 2 and [e for e, _ in r.history] == [1, 2]
     assert r.final_acc == r.history[-1][1] and r.best_acc == max(a for _, a in r.history)
     assert 0 <= r.final_acc <= 100 and r.state is None
+
+
+def test_a_set_with_more_classes_is_evaluated_on_the_datasets_classes_by_name(sets):
+    x, y = train_tensors(DataSpec("digits[7,3]"), str(sets / "random"), 2)  # the set holds all ten digits
+    full_x, full_y = train_tensors(DataSpec("digits"), str(sets / "random"), 2)
+    assert y.tolist() == [1, 1, 0, 0]  # the dataset's labels: "7" is 0, "3" is 1; the set's order (3, then 7)
+    assert torch.equal(x, torch.cat([full_x[full_y == 3], full_x[full_y == 7]]))
+    m = evaluate_matrix(MatrixSpec((str(sets / "random"),), "digits[7,3]", seeds=1, ipcs=(2,), epochs=1), progress=False)
+    assert len(m.results) == 1 and 0 <= m.rows[0].final_mean <= 100
 
 
 def test_matrix_in_process_with_mmd_under_a_random_network_without_full(sets):

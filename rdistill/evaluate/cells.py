@@ -99,13 +99,15 @@ def check_inputs(spec: MatrixSpec, dataset, manifests: dict, protocol) -> None:
     from rdistill.data.shards import read_surrogate
 
     for folder, m in manifests.items():
-        if list(m.classes) != list(dataset.classes):
-            raise ValueError(f"{folder} has classes {list(m.classes)}, dataset {dataset.name} has {list(dataset.classes)}")
+        absent = [c for c in dataset.classes if c not in m.classes]
+        if absent:  # a set may hold more classes (sampled from a base that knows them): matched by name
+            raise ValueError(f"{folder} has classes {list(m.classes)}, dataset {dataset.name} has "
+                             f"{list(dataset.classes)}: {absent} missing")
         need = min(max(spec.ipcs or [m.ipc]), m.ipc)
-        short = {c: m.counts.get(c, 0) for c in m.classes if m.counts.get(c, 0) < need}
+        short = {c: m.counts.get(c, 0) for c in dataset.classes if m.counts.get(c, 0) < need}
         if short:
             raise ValueError(f"{folder} is incomplete: these classes have fewer than {need} images: {short}")
-        c = read_surrogate(folder, 1)[0][0].shape[0]
+        c = read_surrogate(folder, 1, classes=dataset.classes[:1])[0][0].shape[0]
         if c != dataset.channels:
             raise ValueError(f"{folder} holds {c}-channel images, dataset {dataset.name} has {dataset.channels}")
     for name in spec.students:  # unknown names and depths too deep for the resolution raise here
@@ -141,7 +143,9 @@ def train_tensors(data: DataSpec, surrogate: str, ipc: int | None) -> tuple[torc
     d = load_data(data)
     if surrogate == FULL:
         return d.train.images(range(len(d.train))), d.train.labels
-    x, y = read_surrogate(surrogate, ipc).tensors()  # (K * ipc, C, H, W)
+    s = read_surrogate(surrogate, ipc, classes=list(d.classes))  # a set may hold more classes: the dataset's
+    x, y = s.tensors()  # (K * ipc, C, H, W), labels as the set numbers its classes
+    y = torch.tensor([d.classes.index(s.classes[k]) for k in y.tolist()], dtype=torch.long)  # as the dataset does
     if x.shape[-2:] != (d.image_size, d.image_size):  # e.g. generated at 256, trained at 224 (IDC)
         x = F.interpolate(x, size=(d.image_size,) * 2, mode="bilinear", antialias=True, align_corners=False)
     return x, y
