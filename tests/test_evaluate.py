@@ -103,6 +103,17 @@ def test_run_cell_trains_on_the_ipc_prefix_and_tests_on_the_real_test_split(sets
     assert 0 <= r.final_acc <= 100 and r.state is None
 
 
+def test_a_generated_sets_guidance_is_a_column_of_the_matrix():
+    gen = Manifest(CLASSES, list(range(10)), 10, "minimax", "abc", config={"sampling": {"guidance": 2.5}})
+    cells = plan_cells({"g": gen, "r": manifest("random", 10)}, [10], ["convnet-3"], seeds=1, include_full=False)
+    assert [c.guidance for c in cells] == [2.5, None]
+    results = [CellResult(c, 50.0, 60.0, ((1, 60.0),), 1, 0.1) for c in cells]
+    table = Matrix(tuple(aggregate(results)), tuple(results)).as_table(markdown=True).splitlines()
+    header = [c.strip() for c in table[0].strip("| ").split("|")]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("| ").split("|")] for line in table[2:4]}
+    assert rows["minimax"][header.index("guidance")] == "2.5" and rows["random"][header.index("guidance")] == "-"
+
+
 def test_a_set_with_more_classes_is_evaluated_on_the_datasets_classes_by_name(sets):
     x, y = train_tensors(DataSpec("digits[7,3]"), str(sets / "random"), 2)  # the set holds all ten digits
     full_x, full_y = train_tensors(DataSpec("digits"), str(sets / "random"), 2)

@@ -35,6 +35,7 @@ class Cell:
     student: str
     seed: int
     surrogate: str  # the set's folder, or FULL
+    guidance: float | None = None  # the set's classifier-free guidance scale (None: not generated)
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,9 @@ def plan_cells(surrogates: dict, ipcs, students, seeds: int, include_full: bool)
             if (m.method, ipc) in seen:
                 raise ValueError(f"{seen[m.method, ipc]} and {folder} are both method {m.method!r} at IPC {ipc}")
             seen[m.method, ipc] = folder
-            sets.append((m.method, ipc, str(folder)))
-    sets += [(FULL, None, FULL)] if include_full else []
-    return [Cell(meth, ipc, s, seed, folder) for meth, ipc, folder in sets for s in students for seed in range(seeds)]
+            sets.append((m.method, ipc, str(folder), (m.config or {}).get("sampling", {}).get("guidance")))
+    sets += [(FULL, None, FULL, None)] if include_full else []
+    return [Cell(meth, ipc, s, seed, folder, g) for meth, ipc, folder, g in sets for s in students for seed in range(seeds)]
 
 
 def load_manifests(folders) -> dict:

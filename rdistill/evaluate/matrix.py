@@ -44,6 +44,7 @@ class Row:
     best_gap_full: float | None = None
     mmd_linear: float | None = None  # to the real train split
     mmd_rbf: float | None = None
+    guidance: float | None = None  # the set's classifier-free guidance scale (generated sets)
 
 
 def aggregate(results, mmd: dict | None = None) -> list[Row]:
@@ -56,7 +57,7 @@ def aggregate(results, mmd: dict | None = None) -> list[Row]:
         (fm, fs), (bm, bs) = mean_std([r.final_acc for r in rs]), mean_std([r.best_acc for r in rs])
         d = (mmd or {}).get((method, ipc), {})
         rows[method, ipc, student] = Row(method, ipc, student, len(rs), max(r.epochs for r in rs), fm, fs, bm, bs,
-                                         mmd_linear=d.get("linear"), mmd_rbf=d.get("rbf"))
+                                         mmd_linear=d.get("linear"), mmd_rbf=d.get("rbf"), guidance=rs[0].cell.guidance)
     for key, r in rows.items():
         rnd, full = rows.get(("random", r.ipc, r.student)), rows.get((FULL, None, r.student))
         if rnd and r.method != "random" and r.ipc is not None:
@@ -68,7 +69,7 @@ def aggregate(results, mmd: dict | None = None) -> list[Row]:
     return sorted(rows.values(), key=lambda r: (students.index(r.student), r.ipc or 10**9, methods.index(r.method)))
 
 
-COLUMNS = ("method", "IPC", "student", "epochs", "final acc %", "best acc %", "vs random final/best",
+COLUMNS = ("method", "IPC", "student", "epochs", "guidance", "final acc %", "best acc %", "vs random final/best",
            "gap to full final/best", "MMD linear", "MMD rbf")
 
 
@@ -89,7 +90,7 @@ class Matrix:
         return self.features.network if self.features else None
 
     def cells(self, r: Row) -> list[str]:
-        return [r.method, "all" if r.ipc is None else str(r.ipc), r.student, str(r.epochs),
+        return [r.method, "all" if r.ipc is None else str(r.ipc), r.student, str(r.epochs), _fmt(r.guidance, "g"),
                 f"{r.final_mean:.2f} ± {r.final_std:.2f}", f"{r.best_mean:.2f} ± {r.best_std:.2f}",
                 f"{_fmt(r.final_vs_random, '+.2f')} / {_fmt(r.best_vs_random, '+.2f')}",
                 f"{_fmt(r.final_gap_full, '.2f')} / {_fmt(r.best_gap_full, '.2f')}",
