@@ -1,4 +1,4 @@
-"""Servers the cluster tests start on loopback: an S3 API (moto_server) and an MLflow tracking server.
+"""Servers the cluster tests start on loopback (an S3 API: moto_server; an MLflow tracking server), and Ray nodes.
 
 Each is a child process started here and stopped by its own pid (SIGTERM, then SIGKILL of its process
 group), never by name. Both bind 127.0.0.1 only.
@@ -95,3 +95,28 @@ def start_mlflow(folder: Path) -> tuple[subprocess.Popen, str]:
     url = f"http://127.0.0.1:{port}"
     wait_healthy(f"{url}/health", proc, log, timeout=120)
     return proc, url
+
+
+# Ray nodes of ray.cluster_utils.Cluster:
+
+
+def node_env(folder: Path, mlflow_url: str) -> dict:
+    """One node's own environment: its scratch, HOME and TMPDIR, the store's credentials, the MLflow server."""
+    for sub in ("scratch", "home", "tmp"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    return {"RDISTILL_SCRATCH": str(folder / "scratch"), "HOME": str(folder / "home"),
+            "TMPDIR": str(folder / "tmp"), "MLFLOW_TRACKING_URI": mlflow_url,
+            "MLFLOW_DISABLE_TELEMETRY": "true", **DUMMY_AWS}
+
+
+def node_processes(nodes) -> list[subprocess.Popen]:
+    """The processes (raylet, GCS, ...) Ray started for these nodes of a ray.cluster_utils.Cluster."""
+    return [p.process for n in nodes for infos in n.all_processes.values() for p in infos]
+
+
+def kill_leftovers(procs: list[subprocess.Popen]) -> None:
+    """SIGKILL, by its own handle, any of these processes still running after a shutdown."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
