@@ -67,13 +67,6 @@ def run_two(node: str, barrier=None) -> list[dict]:
                   key=lambda r: r["start"])
 
 
-def test_the_request_is_declared_not_read_from_the_cluster():
-    assert requested_options(gpus=1, cpus=2) == {"num_cpus": 2, "num_gpus": 1}
-    assert requested_options() == {"num_cpus": 1.0}
-    with pytest.raises(ValueError, match="gpus=-1"):
-        requested_options(gpus=-1)
-
-
 def test_one_declared_gpu_runs_two_trials_one_after_the_other(gpu_nodes):
     wait_for_resources({"GPU": 1, "CPU": 1, "g1": 1}, timeout=30)
     a, b = run_two("g1")
