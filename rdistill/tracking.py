@@ -33,8 +33,9 @@ MAX_PARAMS, MAX_METRICS = 100, 1000  # per log_batch call (MLflow's limits)
 
 
 def mlflow_uri(out_dir, uri: str | None = None) -> str:
-    """`uri` if given, else sqlite:///<absolute out_dir>/mlflow.db."""
-    return uri or f"sqlite:///{Path(out_dir).resolve() / DB_NAME}"
+    """`uri` (--tracking-uri) if given, else $MLFLOW_TRACKING_URI (a server on a cluster), else
+    sqlite:///<absolute out_dir>/mlflow.db."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(out_dir).resolve() / DB_NAME}"
 
 
 def ui_command(uri: str) -> str:
@@ -84,7 +85,7 @@ def log_run(params: Mapping, metrics_by_step: Mapping[int, Mapping[str, float]],
     tracking_uri None: MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db."""
     from mlflow.entities import Metric, Param, RunStatus
 
-    c = client(tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or mlflow_uri("."))
+    c = client(mlflow_uri(".", tracking_uri))
     run_tags = dict(tags or {}, **({PARENT_TAG: parent} if parent else {}))
     run = c.create_run(experiment_id(c, experiment), run_name=name, tags=run_tags)
     rid, status = run.info.run_id, RunStatus.to_string(RunStatus.FAILED)

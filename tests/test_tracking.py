@@ -22,10 +22,19 @@ def random_set(tmp_path_factory):
     return str(out)
 
 
-def test_the_local_store_is_sqlite_in_the_out_folder(tmp_path):
+def test_the_local_store_is_sqlite_in_the_out_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert mlflow_uri(tmp_path / "out") == f"sqlite:///{(tmp_path / 'out').resolve()}/mlflow.db"
     assert mlflow_uri(tmp_path, "http://mlflow:5000") == "http://mlflow:5000"
     assert ui_command(mlflow_uri(tmp_path)) == f"mlflow ui --backend-store-uri sqlite:///{tmp_path.resolve()}/mlflow.db"
+
+
+def test_the_tracking_uri_flag_beats_the_environment_which_beats_the_local_store(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://head:5000")
+    assert mlflow_uri(tmp_path) == "http://head:5000"
+    assert mlflow_uri(tmp_path, "http://other:5000") == "http://other:5000"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    assert mlflow_uri(tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
 
 
 def test_flatten_and_metric_names():

@@ -87,3 +87,48 @@ def limit_threads(cpus: float) -> None:
     import torch
 
     torch.set_num_threads(max(1, int(cpus)))
+
+
+def requested_options(gpus: float = 0.0, cpus: float = 1.0) -> dict:
+    """Ray options for a declared request (not read from the cluster's totals): num_gpus only when asked."""
+    if gpus < 0 or cpus <= 0:
+        raise ValueError(f"a task needs gpus >= 0 and cpus > 0, got gpus={gpus}, cpus={cpus}")
+    return {"num_cpus": cpus, "num_gpus": gpus} if gpus else {"num_cpus": cpus}
+
+
+def node_fits(node_resources: dict, request: dict) -> bool:
+    """Whether one node's total resources hold `request` ({"GPU": 1, "CPU": 1}); a pure check."""
+    return all(node_resources.get(k, 0.0) >= v for k, v in request.items() if v)
+
+
+def wait_for_resources(request: dict, timeout: float = 600.0, poll: float = 1.0) -> None:
+    """Before submitting work that asks `request` per task: wait until one alive node could hold it.
+
+    An autoscaler is told about the request (ray.autoscaler.sdk.request_resources), so a cluster whose GPU
+    worker type starts at min_workers: 0 scales one up; without an autoscaler nothing changes. After
+    `timeout` seconds with no such node: ValueError naming the request and what the cluster has, instead
+    of tasks that stay pending forever.
+    """
+    import time
+
+    import ray
+    from ray.autoscaler.sdk import request_resources
+
+    request = {k: float(v) for k, v in request.items() if v}
+    fits = lambda: any(n["Alive"] and node_fits(n["Resources"], request) for n in ray.nodes())  # noqa: E731
+    if fits():
+        return
+    request_resources(bundles=[request])
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            time.sleep(poll)
+            if fits():
+                return
+    finally:
+        request_resources(bundles=[])
+    have = [{k: v for k, v in n["Resources"].items() if k in ("CPU", "GPU") or k in request}
+            for n in ray.nodes() if n["Alive"]]
+    raise ValueError(f"no node of the Ray cluster can run a task that asks {request} after waiting {timeout:.0f} s "
+                     f"(alive nodes have {have}); add a node type with these resources to the cluster "
+                     "(clusters/*.yaml: gpu_worker) or request fewer (drop --gpus-per-worker)")
