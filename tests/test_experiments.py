@@ -1,7 +1,10 @@
 """Every script in experiments/ runs end to end with --smoke-test (STYLE.md principle 8)."""
 
 import importlib.util
+import json
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,3 +22,30 @@ def test_eval_digits_matrix_smoke_test(capsys, tmp_path):
     for method in ("random", "herding", "kcenter", "full"):
         assert method in out
     assert "mlflow ui --backend-store-uri sqlite:///" in out
+
+
+def study_smoke_test(name: str, tmp_path, capsys):
+    """Run a study script's smoke test; the matrix it prints and what it leaves under --out."""
+    script = load(name)
+    assert script.main(["--smoke-test", "--out", str(tmp_path)], script.PLAN, script.__doc__) == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_digits_study_smoke_test(tmp_path, capsys):
+    out = study_smoke_test("digits", tmp_path, capsys)
+    for method in ("dit", "difffit", "minimax", "random", "herding", "kcenter", "full"):
+        assert f"\n{method} " in out  # a row of the matrix
+    assert "guidance 1 (validation" in out or "guidance 4 (validation" in out
+    validation = json.loads((tmp_path / "validation.json").read_text())
+    assert len(validation) == 3 * 2 * 2  # (method, guidance, IPC), each validated once
+    assert (tmp_path / "matrix" / "matrix.md").exists() and "mlflow ui --backend-store-uri sqlite:///" in out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="dataset-fashion-mnist is not installed")
+def test_fashion_mnist_study_smoke_test(tmp_path, capsys):
+    out = study_smoke_test("fashion_mnist", tmp_path, capsys)
+    assert "dataset fashion-mnist[Coat,Shirt], protocol small" in out
+    for method in ("dit", "difffit", "minimax", "random", "herding"):
+        assert f"\n{method} " in out

@@ -79,3 +79,12 @@ def test_tsne_embedding_is_2d_and_seeded():
     assert (np.linalg.norm(a[:15] - ca, axis=1) < np.linalg.norm(a[:15] - cb, axis=1)).all()
     with pytest.raises(ValueError, match="at least 4"):
         tsne_embedding(x[:3], seed=0)
+
+
+def test_mmd_compares_against_a_fixed_seeded_sample_of_the_real_images():
+    from rdistill.evaluate.features import REAL_MAX, real_sample
+
+    assert torch.equal(real_sample(10), torch.arange(10))
+    big = real_sample(10 * REAL_MAX)
+    assert len(big) == REAL_MAX and torch.equal(big, real_sample(10 * REAL_MAX)) and torch.equal(big, big.sort().values)
+    assert len(set(big.tolist())) == REAL_MAX and int(big.max()) >= REAL_MAX  # drawn from the whole split

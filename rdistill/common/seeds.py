@@ -17,6 +17,7 @@ STREAM_STEP = 1  # fine-tuning: a step's noise, timesteps and label dropout
 STREAM_SHUFFLE = 2  # fine-tuning: an epoch's permutation of the training set
 STREAM_CARVE = 3  # the validation carve of a class
 STREAM_CORESET = 4  # the random coreset of a class
+STREAM_MMD = 5  # the real images MMD compares against
 
 
 def splitmix64(z: int) -> int:

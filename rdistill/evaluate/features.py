@@ -3,7 +3,8 @@
 
 The network is the first student trained on the full split (seed 0) when `full` is evaluated, otherwise a
 randomly initialised ConvNet (torch seed FEATURE_SEED), the embedding herding and k-center select with,
-which flatters them; `Features.network` says which.
+which flatters them; `Features.network` says which, and against how many real images: a seeded sample of at
+most REAL_MAX, so the cost does not grow with the dataset (O(n^2) kernels over ImageNet would not fit).
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from dataclasses import dataclass
 import torch
 
 from rdistill.common.devices import resolve_device
+from rdistill.common.seeds import STREAM_MMD, derive
 from rdistill.evaluate.cells import DataSpec, load_data, train_tensors
 
 FEATURE_SEED = 0  # torch seed of the random-init ConvNet feature network (as rdistill.generate.select)
 FEATURE_BATCH = 512  # images per forward when extracting features
+REAL_MAX = 2000  # real train images MMD and t-SNE compare against (a seeded sample; all if fewer)
 
 
 @dataclass(frozen=True)
@@ -44,17 +47,27 @@ def feature_network(data: DataSpec, student: str | None, state: dict | None):
 
 
 def compute_features(data: DataSpec, sets: list[tuple[str, int, str]], student: str | None, state: dict | None,
-                     device: str = "auto", threads: float | None = None) -> Features:
-    """Features of the real train split and of each (method, ipc, folder) set, and the MMD between them."""
+                     device: str = "auto") -> Features:
+    """Features of the real train split (a seeded sample of at most REAL_MAX images) and of each
+    (method, ipc, folder) set, and the MMD between them."""
     from rdistill.evaluate.metrics import features, mmd
 
     name, net = feature_network(data, student, state)
     net = net.to(resolve_device(device))
     train = load_data(data).train
-    real = torch.cat([features(net, train.images(i)) for i in torch.arange(len(train)).split(FEATURE_BATCH)])
+    idx = real_sample(len(train))
+    real = torch.cat([features(net, train.images(i)) for i in idx.split(FEATURE_BATCH)])  # (n, D)
     out, dist = {}, {}
     for method, ipc, folder in sets:
         x, y = train_tensors(data, folder, ipc)
         out[method, ipc] = (features(net, x, FEATURE_BATCH), y)
         dist[method, ipc] = {k: mmd(out[method, ipc][0], real, kernel=k) for k in ("linear", "rbf")}
-    return Features(name, real, train.labels, out, dist)
+    return Features(f"{name}; {len(idx)} of {len(train)} real train images", real, train.labels[idx], out, dist)
+
+
+def real_sample(n: int) -> torch.Tensor:
+    """Sorted indices of at most REAL_MAX of n images, seeded: MMD's cost stays fixed as the split grows."""
+    if n <= REAL_MAX:
+        return torch.arange(n)
+    g = torch.Generator().manual_seed(derive(FEATURE_SEED, STREAM_MMD))
+    return torch.randperm(n, generator=g)[:REAL_MAX].sort().values

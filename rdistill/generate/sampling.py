@@ -178,8 +178,17 @@ def build_manifest(job: SampleJob, meta: RunMeta, ckpt: Path) -> Manifest:
     sampling = {k: v for k, v in asdict(job).items() if k not in where}
     config = {"sampling": sampling, "run": to_dict(run_cfg), "checkpoint": ckpt.name,
               "noise": "sampler.image_seed(seed, model label, index)"}
-    return Manifest(list(meta.classes), list(meta.model_labels), job.ipc, RUN_METHODS[run_cfg.train.method],
+    return Manifest(list(meta.classes), list(meta.model_labels), job.ipc, set_method(run_cfg),
                     weights_hash(ckpt), config=config)
+
+
+def set_method(run_cfg) -> str:
+    """The set's method name: the run's (dit, difffit, minimax), with the criteria that differ from the
+    paper's marked (the Table 5 ablations), e.g. "minimax[r=mean,d=off]"."""
+    t, name = run_cfg.train, RUN_METHODS[run_cfg.train.method]
+    forms = {"r": t.representativeness, "d": t.diversity}
+    changed = [f"{k}={v}" for k, v in forms.items() if v != "minimax"]
+    return f"{name}[{','.join(changed)}]" if name == "minimax" and changed else name
 
 
 def is_written(task: Task, manifest: Manifest, out) -> bool:

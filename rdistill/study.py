@@ -1,0 +1,208 @@
+"""A distillation study: the whole flow for one target, each method at its best guidance chosen on validation.
+
+    matrix = run_study(StudySettings(base=..., target="fashion-tops", out="runs/fashion"))
+
+1. base: a DiT pretrained on the parent dataset (all of its classes), or the one given.
+2. fine-tune: each method of `finetune` (difffit, minimax, ablations) on the target's classes, with a
+   validation carve of the target's train split withheld (data.holdout).
+3. guidance: every generated method (`dit` = the base, un-fine-tuned) sampled at max(ipcs) for each scale
+   of the grid; at each IPC (a prefix of that set) a student is trained and tested on the carve; each
+   (method, IPC) keeps the scale with the best validation accuracy. The test split is not touched.
+4. coresets: random / herding / k-center from the target's train split.
+5. the matrix on the real test split: every set at each IPC (small protocol, `seeds` students) and the
+   full train split as the upper bound (its own epochs), merged into one Matrix for MLflow.
+Everything lands under `out` and is reused by a rerun: runs resume, complete sets are skipped, the
+validation table is kept in validation.json.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from rdistill.common.devices import resolve_device
+from rdistill.config import RunConfig, load_config
+
+GENERATED = "dit"  # the method name of the un-fine-tuned base's sets (rdistill.generate.sampling.RUN_METHODS)
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    base: RunConfig  # the base's pretraining config (train.method pretrain; its out is where the base lives)
+    target: str  # the dataset to distil: a class subset of the base's (fashion-tops) or the same dataset
+    out: str  # the study folder
+    finetune: dict = field(default_factory=dict)  # method name -> list of key=value overrides
+    ipcs: tuple[int, ...] = (1, 10, 50)
+    guidance: tuple[float, ...] = (1.0, 2.0, 4.0)  # the grid each (method, IPC) picks from on validation
+    coresets: tuple[str, ...] = ("random", "herding", "kcenter")
+    val_fraction: float = 0.2  # the carve of each target class withheld from fine-tuning for validation
+    val_epochs: int | None = None  # student epochs on validation (None: the protocol's)
+    seeds: int = 3
+    student_epochs: int | None = None  # None: the protocol's (small: 300)
+    full_epochs: int | None = 20  # the full-data bound's epochs (300 over 24,000 images is hours here); None: skip it
+    sample_steps: int = 50
+    sample_seed: int = 0
+    workers: int = 2  # Ray tasks for the matrix (0: this process)
+    experiment: str = "rdistill-study"
+    tracking_uri: str | None = None
+
+
+def finetune_config(s: StudySettings, method: str) -> RunConfig:
+    """The fine-tuning run of `method`: Difffit from the base on the target, the carve withheld."""
+    keys = [f"data.name={s.target}", f"data.holdout={s.val_fraction}", f"model.preset={s.base.model.preset}",
+            f"model.init={s.base.out}", *s.finetune[method], f"out={Path(s.out) / 'runs' / method}"]
+    return load_config(None, keys)
+
+
+def train_all(s: StudySettings, progress: bool) -> dict[str, Path]:
+    """The base (pretrained unless it exists) and every fine-tuned run: method -> run folder."""
+    from rdistill.generate.checkpoint import latest_checkpoint
+    from rdistill.generate.finetune import train
+
+    runs = {}
+    for method, cfg in [(GENERATED, s.base)] + [(m, finetune_config(s, m)) for m in s.finetune]:
+        start = time.perf_counter()
+        verb = "training" if latest_checkpoint(cfg.out) is None else "checking"
+        print(f"[study] {verb} {method} in {cfg.out}")
+        runs[method] = train(cfg, progress=progress)
+        log_minutes(s, f"train {method}", start)
+    return runs
+
+
+def sample_grid(s: StudySettings, runs: dict[str, Path], classes: tuple[str, ...]) -> dict[tuple[str, float], Path]:
+    """(method, guidance) -> a set of max(ipcs) images per target class; smaller IPCs are its prefixes."""
+    from rdistill.generate.sampling import SampleJob, run_sampling
+
+    sets = {}
+    for method, run in runs.items():
+        for g in s.guidance:
+            folder = Path(s.out) / "sets" / method / f"guidance-{g:g}"
+            job = SampleJob(run_dir=str(run), out=str(folder), ipc=max(s.ipcs), seed=s.sample_seed,
+                            steps=s.sample_steps, guidance=g, classes=classes)
+            start = time.perf_counter()
+            run_sampling(job, progress=False)
+            log_minutes(s, f"sample {method} guidance {g:g}", start)
+            sets[method, g] = folder
+    return sets
+
+
+def validate(s: StudySettings, folder: Path, ipc: int, seed: int = 0) -> float:
+    """Final accuracy (%) of a student trained on the first `ipc` images per class of the set and tested
+    on the validation carve of the target's train split."""
+    from rdistill.data.validation import validation_split
+    from rdistill.evaluate.cells import DataSpec, load_data, train_tensors
+    from rdistill.evaluate.protocols import get_protocol
+    from rdistill.evaluate.training import train_and_test
+
+    protocol = get_protocol("small", s.val_epochs)
+    spec = DataSpec(s.target)
+    x, y = train_tensors(spec, str(folder), ipc)
+    carve = validation_split(load_data(spec), s.val_fraction).test
+    data = load_data(spec)
+    r = train_and_test(protocol.students[0], protocol, x, y, carve.images(range(len(carve))), carve.labels,
+                       num_classes=data.num_classes, seed=seed, device=resolve_device("auto"))
+    return r["final_acc"]
+
+
+def choose_guidance(s: StudySettings, sets: dict[tuple[str, float], Path]) -> dict:
+    """Validation accuracy of every (method, guidance, IPC) (kept in validation.json) and, for each
+    (method, IPC), the guidance with the best one."""
+    path = Path(s.out) / "validation.json"
+    table = json.loads(path.read_text()) if path.exists() else {}
+    start = time.perf_counter()
+    for (method, g), folder in sets.items():
+        for ipc in s.ipcs:
+            key = f"{method}|{g:g}|{ipc}"
+            if key not in table:
+                table[key] = validate(s, folder, ipc)
+                path.write_text(json.dumps(table, indent=1, sort_keys=True))
+    log_minutes(s, "validate guidance", start)
+    best = {}
+    for (method, g), folder in sets.items():
+        for ipc in s.ipcs:
+            acc = table[f"{method}|{g:g}|{ipc}"]
+            if (method, ipc) not in best or acc > best[method, ipc][1]:
+                best[method, ipc] = (g, acc, folder)
+    return best
+
+
+def select_all(s: StudySettings) -> list[Path]:
+    from rdistill.data import load_dataset
+    from rdistill.generate.select import select_coreset
+
+    dataset, folders = load_dataset(s.target), []
+    for method in s.coresets:
+        folders.append(Path(s.out) / "sets" / method)
+        select_coreset(dataset, method, max(s.ipcs), 0, folders[-1])
+    return folders
+
+
+def evaluate_all(s: StudySettings, best: dict, coresets: list[Path], address: str | None):
+    """The matrix: each IPC with each method's chosen set and the coresets, then the full-data bound."""
+    from rdistill.evaluate.cells import MatrixSpec
+    from rdistill.evaluate.matrix import Matrix, aggregate, evaluate_matrix
+
+    parts = []
+    for ipc in s.ipcs:
+        chosen = [str(folder) for (method, k), (_, _, folder) in best.items() if k == ipc]
+        spec = MatrixSpec(tuple(chosen + [str(c) for c in coresets]), s.target, seeds=s.seeds, ipcs=(ipc,),
+                          epochs=s.student_epochs)
+        start = time.perf_counter()
+        parts.append(evaluate_matrix(spec, workers=s.workers, address=address))
+        log_minutes(s, f"evaluate ipc {ipc}", start)
+    if s.full_epochs is not None:
+        start = time.perf_counter()
+        parts.append(evaluate_matrix(MatrixSpec((), s.target, seeds=s.seeds, full=True, epochs=s.full_epochs),
+                                     workers=s.workers, address=address))
+        log_minutes(s, "evaluate full", start)
+    results = [r for m in parts for r in m.results]
+    mmd = {k: v for m in parts if m.features for k, v in m.features.mmd.items()}
+    sets = {k: v for m in parts if m.features for k, v in m.features.sets.items()}
+    features = replace(parts[0].features, sets=sets, mmd=mmd)
+    spec = replace(parts[0].spec, ipcs=tuple(s.ipcs), full=s.full_epochs is not None,
+                   surrogates=tuple(dict.fromkeys(x for m in parts for x in m.spec.surrogates)))
+    return Matrix(tuple(aggregate(results, mmd)), tuple(results), spec, features, sum(m.seconds for m in parts))
+
+
+def log_minutes(s: StudySettings, what: str, start: float) -> None:
+    """One line per stage, and minutes.json for the write-up."""
+    minutes = (time.perf_counter() - start) / 60
+    path = Path(s.out) / "minutes.json"
+    table = json.loads(path.read_text()) if path.exists() else {}
+    table[what] = table.get(what, 0.0) + minutes
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(table, indent=1))
+    print(f"[study] {what}: {minutes:.1f} min")
+
+
+def run_study(s: StudySettings, *, address: str | None = None, progress: bool = True):
+    """All five steps; returns the merged Matrix (also in <out>/matrix.md and MLflow)."""
+    from rdistill.data import load_dataset
+    from rdistill.tracking import log_matrix, mlflow_uri, ui_command
+
+    # Checks, before any work:
+    if s.base.train.method != "pretrain":
+        raise ValueError(f"the study's base is pretrained by it: base train.method must be pretrain, not {s.base.train.method!r}")
+    if missing := [m for m in (GENERATED, *s.finetune) if m in s.coresets]:
+        raise ValueError(f"method names {missing} are both generated and coreset methods")
+    classes = load_dataset(s.target).classes  # an unknown target or class raises here
+
+    # Generate, choose on validation, select, evaluate:
+    runs = train_all(s, progress)
+    best = choose_guidance(s, sample_grid(s, runs, classes))
+    for (method, ipc), (g, acc, _) in sorted(best.items()):
+        print(f"[study] {method} ipc {ipc}: guidance {g:g} (validation {acc:.1f} %)")
+    matrix = evaluate_all(s, best, select_all(s), address)
+    print(matrix.as_table())
+
+    # MLflow:
+    uri = mlflow_uri(s.out, s.tracking_uri)
+    config = {"study": {k: v for k, v in s.__dict__.items() if k != "base"}, "base": s.base.out,
+              "guidance_chosen": {f"{m}/ipc{k}": g for (m, k), (g, _, _) in best.items()}}
+    run_id = log_matrix(matrix, config=json.loads(json.dumps(config, default=str)), experiment=s.experiment,
+                        tracking_uri=uri, out_dir=Path(s.out) / "matrix", name=f"study {s.target}",
+                        artifacts=[Path(s.out) / "validation.json", Path(s.out) / "minutes.json"])
+    print(f"MLflow run {run_id}\n{ui_command(uri)}")
+    return matrix
