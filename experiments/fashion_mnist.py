@@ -30,10 +30,10 @@ PAPER = ["train.epochs=8", "train.batch_size=8", "train.lr=0.001", "train.ema_de
          "train.ckpt_every=2000", "train.log_every=500"]
 FINETUNE = {"difffit": ["train.method=difffit", *PAPER], "minimax": ["train.method=minimax", *PAPER]}
 # Table 5: each criterion alone, in its minimax form and as the cosine to the batch mean ("without minimax").
-ABLATION = {"minimax-r": ["train.method=minimax", "train.diversity=off", *PAPER],
-            "mean-r": ["train.method=minimax", "train.representativeness=mean", "train.diversity=off", *PAPER],
-            "minimax-d": ["train.method=minimax", "train.representativeness=off", *PAPER],
-            "mean-d": ["train.method=minimax", "train.representativeness=off", "train.diversity=mean", *PAPER]}
+ABLATION = {"minimax-r": ["train.method=minimax", "train.diversity='off'", *PAPER],
+            "mean-r": ["train.method=minimax", "train.representativeness=mean", "train.diversity='off'", *PAPER],
+            "minimax-d": ["train.method=minimax", "train.representativeness='off'", *PAPER],
+            "mean-d": ["train.method=minimax", "train.representativeness='off'", "train.diversity=mean", *PAPER]}
 SETTINGS = dict(ipcs=(1, 10, 50), guidance=(1.0, 2.0, 3.0, 4.0, 6.0), seeds=3, student_epochs=None,
                 val_epochs=100, full_epochs=20, sample_steps=50, workers=2)
 # --smoke-test: every stage, tiny: 2 classes, 20 base steps, 4 fine-tuning steps, 5 sampling steps, one
