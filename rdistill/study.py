@@ -93,7 +93,7 @@ def validate(s: StudySettings, folder: Path, ipc: int, seed: int = 0) -> float:
     on the validation carve of the target's train split."""
     from rdistill.data.validation import validation_split
     from rdistill.evaluate.cells import DataSpec, load_data, train_tensors
-    from rdistill.evaluate.protocols import get_protocol
+    from rdistill.evaluate.protocols import epochs_for, get_protocol
     from rdistill.evaluate.training import train_and_test
 
     protocol = get_protocol("small", s.val_epochs)
@@ -101,8 +101,10 @@ def validate(s: StudySettings, folder: Path, ipc: int, seed: int = 0) -> float:
     x, y = train_tensors(spec, str(folder), ipc)
     carve = validation_split(load_data(spec), s.val_fraction).test
     data = load_data(spec)
+    epochs = epochs_for(protocol, ipc)
     r = train_and_test(protocol.students[0], protocol, x, y, carve.images(range(len(carve))), carve.labels,
-                       num_classes=data.num_classes, seed=seed, device=resolve_device("auto"))
+                       num_classes=data.num_classes, seed=seed, device=resolve_device("auto"),
+                       epochs=epochs, eval_every=epochs)  # one test, at the end: only the final accuracy counts
     return r["final_acc"]
 
 
