@@ -11,16 +11,33 @@
 
 Training commands take a YAML config (--config), flags for the common keys, and any config key as
 `key=value` (e.g. train.lambda_r=0.004). Errors in the input are reported in one line, without a traceback.
+
+Exit codes: 0 done, 2 a refused input (one line on stderr naming the value and what to do), 130 Ctrl-C,
+143 SIGTERM (work finished so far is kept; the same command resumes). Heavy libraries (torch, ray,
+diffusers) are imported by the handlers, never here or at a command module's top: `--help` is instant.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 # One module per group of sub-commands, each with register(subparsers); a command sets `handler`.
 COMMANDS = ["train", "model", "sample", "evaluate", "sweep"]
+
+# The failures a user can fix: one line, exit 2 (ValueError is the house's "bad input").
+EXPECTED_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+EXIT_INPUT, EXIT_SIGINT, EXIT_SIGTERM = 2, 128 + signal.SIGINT, 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread like KeyboardInterrupt so `finally` blocks cancel running work."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,13 +45,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):
         parser.print_help()
-        return 2
+        return EXIT_INPUT
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)  # cluster.connect keeps it over Ray's
     try:
         args.handler(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
-        print(f"rdistill {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except EXPECTED_ERRORS as e:
+        print(f"rdistill {args.command}: error: {one_line(e)}", file=sys.stderr)
+        return EXIT_INPUT
+    except (KeyboardInterrupt, Terminated) as e:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+        print(f"\nrdistill {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT
+    finally:
+        if signal.getsignal(signal.SIGTERM) is _raise_terminated:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def one_line(e: BaseException) -> str:
+    """The error's message on one line (an OS error as 'PATH: reason', not '[Errno 2] ...')."""
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        return f"{e.filename}: {e.strerror.lower()}"
+    text = str(e) if not isinstance(e, KeyError) else str(e.args[0]) if e.args else ""
+    return " ".join(text.split()) or type(e).__name__
 
 
 def build_parser() -> argparse.ArgumentParser:

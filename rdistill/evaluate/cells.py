@@ -61,6 +61,8 @@ class MatrixSpec:
     full: bool = False  # also train on the whole real train split (the upper bound)
     teacher: str | None = None  # soft-label protocols: a state_dict of TEACHER trained on the dataset
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
+    image_size: int | None = None  # students train and test at this size; None: the protocol's, else the data's
+    max_memory: float | None = None  # GB one cell may take (a student in training); None: unchecked
 
 
 # Planning and checks (before any work):
@@ -98,6 +100,7 @@ def check_inputs(spec: MatrixSpec, dataset, manifests: dict, protocol) -> None:
     from rdistill.models.students import build_student
     from rdistill.data.shards import read_surrogate
 
+    size = dataset.image_size
     for folder, m in manifests.items():
         if list(m.classes) != list(dataset.classes):
             raise ValueError(f"{folder} has classes {list(m.classes)}, dataset {dataset.name} has {list(dataset.classes)}")
@@ -105,17 +108,53 @@ def check_inputs(spec: MatrixSpec, dataset, manifests: dict, protocol) -> None:
         short = {c: m.counts.get(c, 0) for c in m.classes if m.counts.get(c, 0) < need}
         if short:
             raise ValueError(f"{folder} is incomplete: these classes have fewer than {need} images: {short}")
-        c = read_surrogate(folder, 1)[0][0].shape[0]
+        c, h, _ = read_surrogate(folder, 1)[0][0].shape
         if c != dataset.channels:
             raise ValueError(f"{folder} holds {c}-channel images, dataset {dataset.name} has {dataset.channels}")
+        if h != size and spec.image_size is None and protocol.image_size is None:  # resizing is asked for, never implied
+            raise ValueError(f"{folder} holds {h}x{h} images but dataset {dataset.name} is read at {size}x{size}: "
+                             f"pass --image-size {h} to evaluate at the set's size (or --image-size {size} to "
+                             "resize the set)")
     for name in spec.students:  # unknown names and depths too deep for the resolution raise here
-        build_student(name, dataset.num_classes, dataset.channels, dataset.image_size)
+        net = build_student(name, dataset.num_classes, dataset.channels, size)
+        if spec.max_memory is not None:
+            check_memory(name, net, dataset, protocol.batch_size, spec.max_memory)
     if (protocol.soft_labels is not None) != (spec.teacher is not None):
         raise ValueError(f"protocol {protocol.name!r} {'needs' if protocol.soft_labels else 'takes no'} teacher "
                          f"(got {spec.teacher!r}): soft-label protocols need a {TEACHER} state_dict file")
 
 
-# One cell (a plain function; Ray runs it as a task):
+def check_memory(name: str, net: torch.nn.Module, dataset, batch_size: int, max_gb: float) -> None:
+    """Refuse a student whose training needs more than `max_gb` (estimate_memory), naming what to change."""
+    need = estimate_memory(net, dataset, batch_size) / 2**30
+    if need > max_gb:
+        s = dataset.image_size
+        raise ValueError(f"student {name} at {s}x{s} px, batch {batch_size}, needs ~{need:.1f} GB per cell, more "
+                         f"than the {max_gb:.1f} GB a cell may take (--max-memory): pass a smaller --image-size "
+                         "(the surrogate sets' own), fewer --workers, or a larger --max-memory")
+
+
+def estimate_memory(net: torch.nn.Module, dataset, batch_size: int) -> int:
+    """Bytes a cell needs: the real splits as float tensors, weights with gradient and momentum, and twice
+    every module output of a training batch (the output, and its gradient in the backward pass).
+    Measured on one image with forward hooks; benchmarks/evaluate_memory.py compares it with peak RSS."""
+    outputs = []
+
+    def hook(_module, _inputs, out):
+        if isinstance(out, torch.Tensor):
+            outputs.append(out.numel() * out.element_size())
+
+    leaves = [m for m in net.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with torch.no_grad():
+            net.eval()(torch.zeros(1, dataset.channels, dataset.image_size, dataset.image_size))
+    finally:
+        for h in handles:
+            h.remove()
+    weights = sum(p.numel() * p.element_size() for p in net.parameters())
+    pixels = (len(dataset.train) + len(dataset.test)) * dataset.channels * dataset.image_size**2 * 4  # float32
+    return 2 * sum(outputs) * batch_size + 3 * weights + pixels
 
 
 # One cell (a plain function; Ray runs it as a task):

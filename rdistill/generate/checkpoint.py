@@ -53,6 +53,19 @@ class RunMeta:
         return cls(**json.loads(path.read_text()))
 
 
+# What a complete checkpoint folder holds (state.json, written last, marks it complete).
+CHECKPOINT_FILES = ("trainable.safetensors", "ema.safetensors", "memory.safetensors", "optimizer.pt", "state.json")
+
+
+def check_checkpoint(ckpt: Path, files: tuple[str, ...] = CHECKPOINT_FILES) -> Path:
+    """`ckpt` if it holds `files`; else FileNotFoundError naming the missing ones and what to do."""
+    missing = [f for f in files if not (Path(ckpt) / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"checkpoint {ckpt} lacks {', '.join(missing)} (a partial copy?): restore the "
+                                "files, or move that folder away to use the run's previous checkpoint")
+    return Path(ckpt)
+
+
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / CKPT_DIR / f"step-{step:07d}"
 
@@ -93,5 +106,6 @@ def load_checkpoint(ckpt: Path, device: str | torch.device = "cpu") -> dict:
 
 def weights_hash(ckpt: Path) -> str:
     """sha256 (first 16 hex digits) of a checkpoint's EMA weights: names a generator in shard manifests."""
+    check_checkpoint(ckpt, ("ema.safetensors",))
     with open(Path(ckpt) / "ema.safetensors", "rb") as f:  # streamed: a full DiT-XL/2 EMA is 2.7 GB
         return hashlib.file_digest(f, "sha256").hexdigest()[:16]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from diffusers import DiTTransformer2DModel
 
-from rdistill.generate.checkpoint import RunMeta, latest_checkpoint
+from rdistill.generate.checkpoint import RunMeta, check_checkpoint, latest_checkpoint
 from rdistill.models.difffit import apply_difffit
 from rdistill.models.dit import DiTSize, from_architecture, load_diffusers_folder, preset, share_embedders
 
@@ -37,11 +39,13 @@ def load_base(path: str | Path, size_name: str | None = None, num_heads: int | N
     if kind == "run":
         dit, _ = load_run(path)
     elif kind == "diffusers":
+        check_diffusers_weights(path)
         dit = load_diffusers_folder(path)
     else:
         from rdistill.models.convert import infer_original_config, model_from_original, read_original_checkpoint
 
-        state_dict = read_original_checkpoint(path)
+        with plain_state_dict(path):
+            state_dict = read_original_checkpoint(path)
         c = infer_original_config(state_dict)
         if size and (c["depth"], c["hidden_size"], c["patch_size"]) != (size.depth, size.hidden, size.patch):
             raise ValueError(f"{path} holds a DiT of another size than {size_name}: depth {c['depth']}, "
@@ -50,6 +54,32 @@ def load_base(path: str | Path, size_name: str | None = None, num_heads: int | N
     if size is not None:
         check_size(dit, size, size_name, path)
     return dit
+
+
+# The weight files `from_pretrained` looks for in a diffusers model folder (sharded ones have an index).
+DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model*.safetensors", "diffusion_pytorch_model*.bin",
+                     "diffusion_pytorch_model*.index.json")
+
+
+def check_diffusers_weights(path: str | Path) -> None:
+    """A diffusers DiT folder must hold its weights, not only config.json; FileNotFoundError naming it."""
+    folder = Path(path) / "transformer" if (Path(path) / "transformer" / "config.json").exists() else Path(path)
+    if not any(any(folder.glob(pattern)) for pattern in DIFFUSERS_WEIGHTS):
+        raise FileNotFoundError(f"diffusers folder {folder} has config.json but no weights "
+                                "(diffusion_pytorch_model.safetensors): copy them in, or rerun save_pretrained")
+
+
+@contextmanager
+def plain_state_dict(path: str | Path):
+    """Turn torch's paragraph about weights_only into one line: the file is a pickled object, not tensors."""
+    try:
+        yield
+    except ValueError as e:
+        if not isinstance(e.__cause__, pickle.UnpicklingError):
+            raise
+        raise ValueError(f"{path} is not a plain state_dict (it pickles other Python objects, which "
+                         "torch.load(weights_only=True) refuses): in the code that made it, save "
+                         "torch.save(model.state_dict(), 'weights.pt') and pass that file") from None
 
 
 def check_size(dit: DiTTransformer2DModel, size: DiTSize, name: str, path) -> None:
@@ -71,7 +101,8 @@ def load_run(run_dir: str | Path, weights: str = "ema", device: str | torch.devi
         apply_difffit(dit)
     from safetensors.torch import load_file
 
-    state = load_file(ckpt / ("ema.safetensors" if weights == "ema" else "trainable.safetensors"))
+    name = "ema.safetensors" if weights == "ema" else "trainable.safetensors"
+    state = load_file(check_checkpoint(ckpt, (name,)) / name)
     load_named(dit, state)
     return dit.to(device).eval(), meta
 
