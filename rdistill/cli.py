@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
+import warnings
 
 # One module per group of sub-commands, each with register(subparsers); a command sets `handler`.
 COMMANDS = ["train", "model", "sample", "evaluate", "sweep"]
@@ -32,15 +34,32 @@ EXPECTED_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirecto
 EXIT_INPUT, EXIT_SIGINT, EXIT_SIGTERM = 2, 128 + signal.SIGINT, 128 + signal.SIGTERM
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread like KeyboardInterrupt so `finally` blocks cancel running work."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as a KeyboardInterrupt so `finally` blocks cancel running work.
+    (Ray's blocking calls turn any KeyboardInterrupt into a new one: `_signals` remembers which it was.)"""
+
+
+_signals: list[int] = []
 
 
 def _raise_terminated(signum, frame) -> None:
+    _signals.append(signum)
     raise Terminated()
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """rdistill's own warnings as one plain line; other libraries' as Python shows them."""
+    if os.path.dirname(os.path.abspath(filename)).startswith(os.path.dirname(os.path.abspath(__file__))):
+        print(f"rdistill: warning: {message}", file=file or sys.stderr)
+    else:
+        _default_show_warning(message, category, filename, lineno, file, line)
+
+
+_default_show_warning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.showwarning = _show_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):
@@ -52,10 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     except EXPECTED_ERRORS as e:
         print(f"rdistill {args.command}: error: {one_line(e)}", file=sys.stderr)
         return EXIT_INPUT
-    except (KeyboardInterrupt, Terminated) as e:
+    except KeyboardInterrupt as e:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
         print(f"\nrdistill {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
-        return EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT
+        return EXIT_SIGTERM if isinstance(e, Terminated) or signal.SIGTERM in _signals else EXIT_SIGINT
     finally:
         if signal.getsignal(signal.SIGTERM) is _raise_terminated:
             signal.signal(signal.SIGTERM, previous)
