@@ -142,7 +142,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), base:
 
 
 def parse_overrides(overrides: list[str]) -> dict:
-    """["train.lr=0.1", "out=x"] -> {"train": {"lr": 0.1}, "out": "x"} (values parsed as YAML)."""
+    """["train.lr=0.1", "out=x"] -> {"train": {"lr": "0.1"}, "out": "x"}: each value its text, `.parsed` its YAML."""
     tree: dict = {}
     for item in overrides:
         if "=" not in item:
@@ -152,8 +152,17 @@ def parse_overrides(overrides: list[str]) -> dict:
         node = tree
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = parse_yaml(value, f"override {item!r}") if value != "" else None
+        node[leaf] = _Text(value, parse_yaml(value, f"override {item!r}")) if value != "" else None
     return tree
+
+
+class _Text(str):
+    """An override's text and its YAML value: a str field keeps the text (out=1e5 is the folder "1e5")."""
+
+    def __new__(cls, text: str, parsed: Any):
+        self = super().__new__(cls, text)
+        self.parsed = parsed
+        return self
 
 
 def merge(cfg, tree: dict, prefix: str = ""):
@@ -167,6 +176,7 @@ def merge(cfg, tree: dict, prefix: str = ""):
             raise ValueError(f"unknown config key {name!r}; known: {sorted(prefix + k for k in fields)}")
         current = getattr(cfg, key)
         if dataclasses.is_dataclass(current):
+            value = value.parsed if isinstance(value, _Text) else value
             if not isinstance(value, dict):
                 raise ValueError(f"config key {name!r} is a section; give it keys, not {value!r}")
             changes[key] = merge(current, value, prefix=f"{name}.")
@@ -178,6 +188,8 @@ def merge(cfg, tree: dict, prefix: str = ""):
 def _coerce(name: str, value: Any, hint) -> Any:
     """Check `value` against the field's type; ints are accepted where floats are expected."""
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+    if isinstance(value, _Text):
+        value = str(value) if str in options and value.parsed is not None else value.parsed
     if value is None and type(None) in options:
         return None
     for t in options:

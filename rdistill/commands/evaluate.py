@@ -76,6 +76,11 @@ def run_evaluate(args) -> None:
 def default_max_memory(workers: int, address: str | None) -> float | None:
     """GB a cell may take by default: this machine's available RAM shared by the cells in flight; None (not
     checked) on a cluster, whose nodes this process cannot see."""
-    import psutil
-
-    return psutil.virtual_memory().available / 2**30 / max(1, workers) if address is None else None
+    if address is not None:
+        return None
+    try:  # Linux; elsewhere the bound is --max-memory's alone
+        with open("/proc/meminfo") as f:
+            kb = next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+    return kb / 2**20 / max(1, workers)
