@@ -58,9 +58,6 @@ def run_sample(args) -> None:
     checks.device(args.device)
     checks.run_folder(args.run)
     checks.output_folder(args.out)
-    for flag in ("ipc", "chunk_size", "batch_size", "steps"):
-        checks.at_least(f"--{flag.replace('_', '-')}", getattr(args, flag), 1)
-    checks.at_least("--workers", args.workers, 0)
     from rdistill.generate.sampling import SampleJob, run_sampling
 
     if args.workers > 0:

@@ -268,44 +268,28 @@ def read_surrogate(folder, ipc: int | None = None, classes: Sequence[str | int] 
     return SurrogateSet(png, labels, torch.tensor(t["index"].to_pylist(), dtype=torch.long), m)
 
 
-EXPORT_NAME = "_export.json"  # in an exported ImageFolder: which set it holds and its files
-
-
 def export_imagefolder(folder, out, overwrite: bool = False) -> int:
     """Write out/<class_name>/<index:05d>.png (names made path-safe) for every image; returns the count.
 
-    `out` records the set (its fingerprint and files) in _export.json. A folder holding images of another
-    set (or of no recorded set) raises ValueError unless `overwrite`, which deletes those images first."""
+    Images already in `out` must be this set's (a rerun writes the same files); others (another export, a
+    user's own) raise ValueError unless `overwrite`, which deletes them first: `out` then holds this set."""
     s = read_surrogate(folder)
     dirs = {k: safe_name(c) for k, c in enumerate(s.classes)}
     if len(set(dirs.values())) != len(dirs):
         raise ValueError(f"class names collide once made path-safe: {dirs}")
+    files = {f"{dirs[k]}/{i:05d}.png": png for png, k, i in zip(s.png, s.labels.tolist(), s.indices.tolist())}
     out = Path(out)
-    _clear_other_export(out, s.manifest.fingerprint(), overwrite)
-    files = []
-    for png, k, i in zip(s.png, s.labels.tolist(), s.indices.tolist()):
-        d = out / dirs[k]
-        d.mkdir(parents=True, exist_ok=True)
-        (d / f"{i:05d}.png").write_bytes(png)
-        files.append(f"{dirs[k]}/{i:05d}.png")
-    atomic_write_text(out / EXPORT_NAME, json.dumps({"set": str(Path(folder).resolve()),
-                                                     "fingerprint": s.manifest.fingerprint(), "files": files}))
+    others = [p for p in sorted(out.glob("*/*")) if p.is_file() and p.suffix.lower() in EXPORT_IMAGE_SUFFIXES
+              and files.get(f"{p.parent.name}/{p.name}") != p.read_bytes()]
+    if others and not overwrite:
+        raise ValueError(f"{out} holds {len(others)} images of another set (e.g. {others[0]}): pass --overwrite "
+                         "(overwrite=True) to replace them, or choose another --out")
+    for p in others:
+        p.unlink()
+    for name, png in files.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(png)
     return len(s)
 
 
-def _clear_other_export(out: Path, fingerprint: str, overwrite: bool) -> None:
-    """Before an export: images already in `out` must be this set's (a rerun), or go with `overwrite`."""
-    record = out / EXPORT_NAME
-    old = json.loads(record.read_text()) if record.is_file() else None
-    if old is not None and old.get("fingerprint") == fingerprint:
-        return
-    images = [p for p in out.glob("*/*") if p.is_file() and p.suffix.lower() in (".png", ".jpg", ".jpeg")]
-    if not images:
-        return
-    if not overwrite:
-        what = f"an export of {old.get('set')}" if old else "images of no recorded export"
-        raise ValueError(f"{out} holds {len(images)} images ({what}): pass --overwrite to replace them, or "
-                         "choose another --out")
-    for p in images:
-        p.unlink()
-    record.unlink(missing_ok=True)
+EXPORT_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # what an ImageFolder reader would take as images
