@@ -318,3 +318,31 @@ def test_an_interrupted_sample_keeps_its_shards_and_exits_128_plus_the_signal(ru
     assert "Traceback" not in err
     kept = Manifest.load(out).shards
     assert 0 < len(kept) < 120 and all((out / name).is_file() for name in kept)
+
+
+# Provenance:
+
+
+def test_a_finetuned_run_pins_its_base_and_the_manifest_names_it(run_copy, tmp_path):
+    from rdistill.config import load_config
+    from rdistill.data.shards import Manifest
+    from rdistill.generate.checkpoint import RunMeta, weights_hash
+    from rdistill.generate.finetune import train
+    from rdistill.generate.sampling import SampleJob, run_sampling
+
+    pinned = latest_checkpoint(run_copy)
+    cfg = load_config(None, ["data.name=digits", f"model.init={run_copy}", "train.max_steps=1", "train.batch_size=8",
+                             f"out={tmp_path / 'ft'}"])
+    with pytest.warns(UserWarning, match="EMA"):
+        ft = train(cfg, progress=False)
+    pin = RunMeta.load(ft).base
+    assert pin == {"path": str(run_copy.resolve()), "checkpoint": pinned.name, "sha256": weights_hash(pinned)}
+    m = run_sampling(SampleJob(run_dir=str(ft), out=str(tmp_path / "s"), ipc=1, steps=2, classes=("0",)),
+                     progress=False)
+    assert Manifest.load(tmp_path / "s").config["base"] == pin == m.config["base"]
+
+    newer = pinned.with_name("step-9999999")  # the base trains on: sampling keeps the pinned weights
+    shutil.copytree(pinned, newer)
+    (pinned / "ema.safetensors").write_bytes((newer / "ema.safetensors").read_bytes()[:-8] + bytes(8))
+    refused(cli("sample", "--run", ft, "--ipc", 1, "--steps", 2, "--out", tmp_path / "s2"),
+            f"was trained from base {pinned}", pin["sha256"], "restore those weights")

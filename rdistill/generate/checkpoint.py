@@ -41,6 +41,7 @@ class RunMeta:
     model_labels: list[int]  # DiT label of each class
     codec: str
     latent_shape: list[int]  # (C, H, W)
+    base: dict | None = None  # the exact base weights trained from: {path, checkpoint, sha256} (models.loading)
 
     def save(self, run_dir: Path) -> None:
         atomic_write_text(Path(run_dir) / "model.json", json.dumps(self.__dict__, indent=2))

@@ -32,7 +32,7 @@ from rdistill.generate.minimax import MinimaxMemory
 from rdistill.models.codec import load_codec
 from rdistill.models.difffit import apply_difffit, count_parameters, trainable_parameters
 from rdistill.models.dit import architecture, build_dit, dit_callable, init_dit_, num_classes_of
-from rdistill.models.loading import load_base, load_named
+from rdistill.models.loading import base_pin, load_base, load_named
 
 # Keys that may change between an interrupted run and its resumption: they do not change the result.
 RESUME_FREE_KEYS = ("max_steps", "ckpt_every", "log_every")
@@ -234,14 +234,15 @@ def build_model(cfg: RunConfig, dataset: Dataset, z_shape):
         if not Path(cfg.model.init).exists():
             raise FileNotFoundError(f"no base model at {cfg.model.init}: train one with `rdistill pretrain --out "
                                     f"{cfg.model.init}` or point model.init (--init) at one")
-        dit = apply_difffit(load_base(cfg.model.init, cfg.model.preset))
+        pin = base_pin(cfg.model.init, cfg.out)  # the exact base weights; a resumed run keeps its pin
+        dit = apply_difffit(load_base(cfg.model.init, cfg.model.preset, pin=pin))
         peft = "difffit"
     check_fits(dit, dataset, z_shape)
     init = str(Path(cfg.model.init).resolve()) if cfg.model.init and peft == "difffit" else None
     meta = ckpt_io.RunMeta(
         architecture=architecture(dit), init=init, peft=peft, dataset=dataset.name,
         classes=list(dataset.classes), model_labels=list(dataset.model_labels), codec=cfg.data.codec,
-        latent_shape=list(z_shape),
+        latent_shape=list(z_shape), base=pin if peft == "difffit" else None,
     )
     return dit, meta
 
