@@ -134,10 +134,16 @@ def check_memory(name: str, net: torch.nn.Module, dataset, batch_size: int, max_
                          "(the surrogate sets' own), fewer --workers, or a larger --max-memory")
 
 
+TORCH_WORKING_MEMORY = 256 * 2**20  # kernels' buffers, allocator slack: a 32 px cell grows RSS ~0.45 GB (benchmark)
+
+
 def estimate_memory(net: torch.nn.Module, dataset, batch_size: int) -> int:
-    """Bytes a cell needs: the real splits as float tensors, weights with gradient and momentum, and twice
-    every module output of a training batch (the output, and its gradient in the backward pass).
-    Measured on one image with forward hooks; benchmarks/evaluate_memory.py compares it with peak RSS."""
+    """Bytes a cell needs at its peak: the real splits as float tensors and the weights (with gradient and
+    momentum), plus the larger of training (every module output of a batch kept for the backward pass) and
+    testing (two consecutive module outputs of a test batch). Module outputs are measured on one image with
+    forward hooks. benchmarks/evaluate_memory.py compares the estimate with peak RSS growth (1.2-1.5x above)."""
+    from rdistill.evaluate.training import TEST_BATCH
+
     outputs = []
 
     def hook(_module, _inputs, out):
@@ -154,7 +160,9 @@ def estimate_memory(net: torch.nn.Module, dataset, batch_size: int) -> int:
             h.remove()
     weights = sum(p.numel() * p.element_size() for p in net.parameters())
     pixels = (len(dataset.train) + len(dataset.test)) * dataset.channels * dataset.image_size**2 * 4  # float32
-    return 2 * sum(outputs) * batch_size + 3 * weights + pixels
+    train = sum(outputs) * batch_size
+    test = max(a + b for a, b in zip(outputs, outputs[1:] + [0])) * min(TEST_BATCH, len(dataset.test))
+    return max(train, test) + 3 * weights + pixels + TORCH_WORKING_MEMORY
 
 
 # One cell (a plain function; Ray runs it as a task):
