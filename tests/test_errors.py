@@ -314,7 +314,7 @@ def test_an_interrupted_sample_keeps_its_shards_and_exits_128_plus_the_signal(ru
         if p.poll() is None:
             p.kill()
     assert p.returncode == code, err
-    assert err.strip().splitlines()[-1] == "rdistill sample: interrupted; rerun the same command to resume"
+    assert "rdistill sample: interrupted; rerun the same command to resume" in err.splitlines(), err  # Ray may log after it
     assert "Traceback" not in err
     kept = Manifest.load(out).shards
     assert 0 < len(kept) < 120 and all((out / name).is_file() for name in kept)
