@@ -10,6 +10,7 @@ with every checkpoint, shard manifest and MLflow run.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,11 +24,31 @@ from rdistill.common.files import atomic_write_text
 METHODS = ("minimax", "difffit", "pretrain")
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader that also reads 2e-3 and 1E5 as floats (YAML 1.2; PyYAML wants 2.0e-3)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """The YAML document in `text`; a syntax error is a ValueError naming `where` and the line."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ValueError(f"{where} is not valid YAML{at}: {problem}") from None
+
+
 @dataclass(frozen=True)
 class DataConfig:
     name: str = "digits"  # digits | fashion-mnist | imagefolder:PATH | imagewoof | imagenette | imageidc | imagenet1k
     root: str | None = None  # the dataset's folder (ImageNet root, Fashion-MNIST IDX folder)
-    image_size: int | None = None  # None: the dataset's native size (digits 8, fashion-mnist 28, folders 256)
+    image_size: int | None = None  # None: the dataset's native size (digits 8, fashion-mnist 28, a folder: its images')
     hflip: bool | None = None  # random horizontal flip; None: the dataset's own default
     codec: str = "pixel"  # "pixel" (identity on [-1, 1]) or "vae:PATH" (SD AutoencoderKL folder)
     cache_latents: bool = True  # encode once (and the flipped view); False = encode every step (reference)
@@ -110,12 +131,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), base:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"config file {path} does not exist")
-        cfg = merge(cfg, yaml.safe_load(path.read_text()) or {})
+        if not path.is_file():
+            raise ValueError(f"config file {path} is a folder, not a YAML file")
+        tree = parse_yaml(path.read_text(), f"config file {path}")
+        if tree is not None and not isinstance(tree, dict):
+            raise ValueError(f"config file {path} holds a YAML {type(tree).__name__}, not a mapping; write "
+                             "sections as keys, e.g. 'train:' then '  lr: 0.001' on the next line")
+        cfg = merge(cfg, tree or {})
     return validate(merge(cfg, parse_overrides(overrides)))
 
 
 def parse_overrides(overrides: list[str]) -> dict:
-    """["train.lr=0.1", "out=x"] -> {"train": {"lr": 0.1}, "out": "x"} (values parsed as YAML)."""
+    """["train.lr=0.1", "out=x"] -> {"train": {"lr": "0.1"}, "out": "x"}: each value its text, `.parsed` its YAML."""
     tree: dict = {}
     for item in overrides:
         if "=" not in item:
@@ -125,8 +152,17 @@ def parse_overrides(overrides: list[str]) -> dict:
         node = tree
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value) if value != "" else None
+        node[leaf] = _Text(value, parse_yaml(value, f"override {item!r}")) if value != "" else None
     return tree
+
+
+class _Text(str):
+    """An override's text and its YAML value: a str field keeps the text (out=1e5 is the folder "1e5")."""
+
+    def __new__(cls, text: str, parsed: Any):
+        self = super().__new__(cls, text)
+        self.parsed = parsed
+        return self
 
 
 def merge(cfg, tree: dict, prefix: str = ""):
@@ -140,6 +176,7 @@ def merge(cfg, tree: dict, prefix: str = ""):
             raise ValueError(f"unknown config key {name!r}; known: {sorted(prefix + k for k in fields)}")
         current = getattr(cfg, key)
         if dataclasses.is_dataclass(current):
+            value = value.parsed if isinstance(value, _Text) else value
             if not isinstance(value, dict):
                 raise ValueError(f"config key {name!r} is a section; give it keys, not {value!r}")
             changes[key] = merge(current, value, prefix=f"{name}.")
@@ -151,6 +188,8 @@ def merge(cfg, tree: dict, prefix: str = ""):
 def _coerce(name: str, value: Any, hint) -> Any:
     """Check `value` against the field's type; ints are accepted where floats are expected."""
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+    if isinstance(value, _Text):
+        value = str(value) if str in options and value.parsed is not None else value.parsed
     if value is None and type(None) in options:
         return None
     for t in options:
@@ -196,4 +235,4 @@ def save_config(cfg, path: str | Path) -> None:
 
 
 def read_config(path: str | Path) -> RunConfig:
-    return from_dict(yaml.safe_load(Path(path).read_text()))
+    return from_dict(parse_yaml(Path(path).read_text(), str(path)))

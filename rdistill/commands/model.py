@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rdistill.commands import checks
+
 
 def register(sub) -> None:
     p = sub.add_parser("info", help="parameter counts of a DiT preset, without loading weights")
@@ -38,11 +40,15 @@ def run_info(args) -> None:
 
 
 def run_convert(args) -> None:
+    checks.existing_file(args.ckpt, "--ckpt")
+    checks.output_folder(args.out)
     from rdistill.models.convert import load_original_checkpoint
     from rdistill.models.dit import preset
+    from rdistill.models.loading import plain_state_dict
 
     heads = preset(args.preset).heads if args.preset else None
-    dit = load_original_checkpoint(args.ckpt, num_heads=heads)
+    with plain_state_dict(args.ckpt):
+        dit = load_original_checkpoint(args.ckpt, num_heads=heads)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     dit.save_pretrained(args.out)
     print(f"wrote {args.out} (a diffusers DiTTransformer2DModel; rdistill shares its embedders on load)")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from rdistill.generate.sampler import DEFAULT_GUIDANCE, DEFAULT_STEPS, DIT_GUIDED_CHANNELS
+from rdistill.commands import checks
+
+# rdistill.generate.sampler's defaults (SPEC.md section 3), repeated here to keep torch out of `--help`;
+# tests/test_errors.py checks that they agree.
+DEFAULT_STEPS, DEFAULT_GUIDANCE, DIT_GUIDED_CHANNELS = 50, 4.0, 3
 
 
 def register(sub) -> None:
@@ -46,10 +50,14 @@ def register(sub) -> None:
     p = sub.add_parser("export", help="write a surrogate set as an ImageFolder tree (<class>/<index>.png)")
     p.add_argument("--surrogate", required=True, help="the surrogate-set folder")
     p.add_argument("--out", required=True, help="the ImageFolder root to write")
+    p.add_argument("--overwrite", action="store_true", help="replace the images of another export in --out")
     p.set_defaults(handler=run_export)
 
 
 def run_sample(args) -> None:
+    checks.device(args.device)
+    checks.run_folder(args.run)
+    checks.output_folder(args.out)
     from rdistill.generate.sampling import SampleJob, run_sampling
 
     if args.workers > 0:
@@ -68,17 +76,22 @@ def run_sample(args) -> None:
 
 
 def run_select(args) -> None:
+    checks.at_least("--ipc", args.ipc, 1)
+    checks.output_folder(args.out)
+    size = checks.dataset_image_size(args.dataset, args.image_size, args.root)
     from rdistill.data import load_dataset
     from rdistill.generate.select import select_coreset
 
-    dataset = load_dataset(args.dataset, image_size=args.image_size, root=args.root)
+    dataset = load_dataset(args.dataset, image_size=size, root=args.root)
     m = select_coreset(dataset, args.method, args.ipc, args.seed, args.out, overwrite=args.overwrite,
                        features=args.features, progress=not args.no_progress)
     print(f"{args.out}: {sum(m.counts.values())} images of {len(m.counts)} classes ({m.method}, {m.source})")
 
 
 def run_export(args) -> None:
+    checks.surrogate_sets([args.surrogate])
+    checks.output_folder(args.out)
     from rdistill.data.shards import export_imagefolder
 
-    n = export_imagefolder(args.surrogate, args.out)
+    n = export_imagefolder(args.surrogate, args.out, overwrite=args.overwrite)
     print(f"wrote {n} images under {args.out}")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rdistill.commands import checks
+
 # Defaults of `rdistill sweep` (experiments/sweep_lambdas.py states its own).
 DEFAULTS = dict(dataset="digits", preset="dit-tiny", trials=8, ipc=10, sample_steps=50, protocol="small",
                 student_epochs=None, out="runs/sweep", finetune=[], pretrain=[], test_seeds=1)
@@ -81,6 +83,7 @@ def run(args, d: dict) -> None:
     from rdistill.sweep.tuner import ensure_base, preflight, run_sweep
 
     settings, pretrain = build(args, d)
+    checks.device(settings.base.train.device, "train.device")
     preflight(settings, args.address, args.resume)  # bad ranges, budget, address, GPUs: errors before any work
     if pretrain is not None:
         ensure_base(pretrain)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from pathlib import Path
+
+from rdistill.commands import checks
 
 # Flags of the training commands and the config keys they set.
 TRAIN_FLAGS = {
@@ -73,11 +77,36 @@ def resolve_config(args):
     return load_config(args.config, flags + args.overrides, base=base)
 
 
-def run_train(args) -> None:
-    from rdistill.generate.finetune import train
+def check_train(cfg):
+    """The config with its image size resolved (the base's, else a folder's own); errors before any work."""
+    checks.device(cfg.train.device, "--device (train.device)")
+    if cfg.data.codec.startswith("vae:") and not Path(cfg.data.codec[4:]).is_dir():
+        raise FileNotFoundError(f"--codec {cfg.data.codec}: no folder {cfg.data.codec[4:]} (a diffusers "
+                                "AutoencoderKL folder, e.g. sd-vae-ft-ema)")
+    size = cfg.data.image_size
+    if cfg.model.init:
+        if not Path(cfg.model.init).exists():
+            raise FileNotFoundError(f"no base model at {cfg.model.init}: train one with `rdistill pretrain --out "
+                                    f"{cfg.model.init}` or point --init at one")
+        base = checks.base_image_size(cfg.model.init, cfg.data.codec)
+        if size is None and base is not None and cfg.data.name.startswith("imagefolder:"):
+            checks.note(f"image size {base}, the size base {cfg.model.init} was trained at (--image-size to change)")
+            size = base
+        elif size is not None and base is not None and size != base:
+            raise ValueError(f"--image-size {size}, but base {cfg.model.init} was trained at {base}: pass "
+                             f"--image-size {base} or a base trained at {size}")
+    size = checks.dataset_image_size(cfg.data.name, size, cfg.data.root)
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, image_size=size))
 
+
+def run_train(args) -> None:
     cfg = resolve_config(args)
     if args.command == "finetune" and cfg.train.method == "pretrain":
         raise ValueError("finetune takes --method minimax or difffit; use `rdistill pretrain` to train from scratch")
+    if args.command == "finetune" and not cfg.model.init:
+        raise ValueError("finetune needs a base model: pass --init <run folder, diffusers folder or DiT .pt>")
+    cfg = check_train(cfg)
+    from rdistill.generate.finetune import train
+
     run_dir = train(cfg, progress=not args.no_progress)
     print(f"run folder: {run_dir}")

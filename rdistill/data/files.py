@@ -51,6 +51,23 @@ def read_image(path: str | Path, image_size: int, channels: int) -> torch.Tensor
     return x.float() / 127.5 - 1.0
 
 
+def common_size(paths) -> int | None:
+    """The side a center crop keeps (min(width, height)) when every image in `paths` has the same size, else
+    None. Reads only the headers, and stops at the first image of another size."""
+    first = None
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                size = im.size  # (width, height), from the header
+        except (OSError, SyntaxError, ValueError) as e:
+            raise ValueError(f"cannot read image {p}: {e}") from e
+        if first is None:
+            first = size
+        elif size != first:
+            return None
+    return min(first) if first else None
+
+
 def read_idx(path: str | Path, ndim: int) -> np.ndarray:
     """The array in an IDX file (the MNIST format), plain or gzipped; `ndim` is the expected rank.
 

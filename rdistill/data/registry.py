@@ -20,7 +20,8 @@ def load_dataset(name: str, image_size: int | None = None, root: str | Path | No
 
     - digits: scikit-learn's 8x8 digits (no root), seeded stratified 25% test split.
     - fashion-mnist: IDX files in root (default /usr/share/datasets/fashion-mnist).
-    - imagefolder:PATH: PATH/<class>/<images> (or train/ + val/ or test/), 256x256 RGB by default.
+    - imagefolder:PATH: PATH/<class>/<images> (or train/ + val/ or test/), RGB; by default at the size its
+      images share, or 256x256 when their sizes differ.
     - imagewoof, imagenette, imageidc, imagenet1k: root = an ImageNet root with train/<wnid>/ and
       val/<wnid>/; 256x256 RGB by default.
     - NAME[class,...] (names or indices) and fashion-tops: a class subset that keeps the parent's model

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from rdistill.data.base import Dataset, Split
-from rdistill.data.files import class_folders, list_images, read_idx
+from rdistill.data.files import class_folders, common_size, list_images, read_idx
 from rdistill.data.imagenet import class_name, imagenet_label, is_imagenet_wnid
 
-FOLDER_IMAGE_SIZE = 256  # SPEC.md section 1: DiT-XL/2 at 256x256
+FOLDER_IMAGE_SIZE = 256  # SPEC.md section 1: DiT-XL/2 at 256x256; folders of mixed sizes default to it
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
 # The official class names, in label order (zalandoresearch/fashion-mnist README).
 FASHION_MNIST_CLASSES = (
@@ -131,9 +131,10 @@ def image_folder(path: str | Path, image_size: int | None = None, holdout: float
 
     Without split folders the test split is a seeded `holdout` fraction of each class. Classes are the
     folder names sorted; if all are ImageNet-1K WNIDs, each class's model label is its ImageNet index.
+    `image_size` None: the folder's own size (`folder_image_size`).
     """
     path = Path(path)
-    s = image_size or FOLDER_IMAGE_SIZE
+    s = image_size or folder_image_size(path)
     has = {d: (path / d).is_dir() for d in ("train", "val", "test")}
     if has["val"] and has["test"]:
         raise ValueError(f"{path} has both val/ and test/; point imagefolder: at a folder with train/ and one of them")
@@ -160,6 +161,19 @@ def image_folder(path: str | Path, image_size: int | None = None, holdout: float
         test=test,
         hflip=True,  # natural photographs
     )
+
+
+def folder_files(path: str | Path) -> list[Path]:
+    """Every image file of an image folder (either layout), class by class."""
+    path = Path(path)
+    tops = [path / d for d in ("train", "val", "test") if (path / d).is_dir()] or [path]
+    return [f for top in tops for c in class_folders(top) for f in list_images(top / c)]
+
+
+def folder_image_size(path: str | Path) -> int:
+    """An image folder's own size: the side of its images when all share one size (a non-square size gives
+    its shorter side, what the center crop keeps), else FOLDER_IMAGE_SIZE."""
+    return common_size(folder_files(path)) or FOLDER_IMAGE_SIZE
 
 
 def imagenet(name: str, wnids: Sequence[str], root: str | Path, image_size: int | None = None) -> Dataset:

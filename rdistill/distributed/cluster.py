@@ -6,6 +6,8 @@ Every Ray entry point of rdistill calls `connect()` once; the core never imports
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from dataclasses import dataclass
 
 # Quiet, local-friendly defaults; a user's environment wins (STACK.md).
@@ -13,7 +15,13 @@ RAY_ENV_DEFAULTS = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",  # each ray.train.report blocks ~2 s otherwise
     "MLFLOW_DISABLE_TELEMETRY": "true",
+    "RAY_task_oom_retries": "1",  # Ray's default (-1) re-runs a task its memory monitor killed, forever
 }
+# A local Ray on loopback only. Ray 2.60 resolves even _node_ip_address="127.0.0.1" to the outbound address
+# and its servers listen on * / 0.0.0.0; with this setting (Ray's single-machine mode, the default on macOS
+# and Windows) the node IP is 127.0.0.1 and the GCS, raylet, workers, agents and metrics bind to it
+# (tests/test_errors.py checks with `ss -ltn`). Read by ray._private.ray_constants at import.
+LOOPBACK_ENV = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool = True):
@@ -21,21 +29,32 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
 
     An unreachable address raises ValueError naming it, before any work starts.
     """
-    import ray
-
     check_address(address)
     for key, value in RAY_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    local = address is None and not os.environ.get("RAY_ADDRESS")
+    if local:
+        os.environ[LOOPBACK_ENV[0]] = LOOPBACK_ENV[1]  # before Ray is imported
+    import ray
+
     if ray.is_initialized():
         return ray
-    kwargs = {"include_dashboard": False} if address is None else {}
-    if address is None and num_cpus is not None:
+    if local:  # Ray imported earlier (by another module) read the setting already: set what it set
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    kwargs = {"include_dashboard": False} if local else {}
+    if local and num_cpus is not None:
         kwargs["num_cpus"] = num_cpus
+    sigterm = signal.getsignal(signal.SIGTERM)
     try:
         ray.init(address=address, log_to_driver=not quiet, configure_logging=True,
                  logging_level="ERROR" if quiet else "INFO", **kwargs)
     except (ConnectionError, RuntimeError, TimeoutError) as e:
         raise ValueError(f"cannot reach a Ray cluster at {address!r}: {e}") from None
+    finally:  # ray.init replaces SIGTERM's handler (sys.exit); keep the caller's (the CLI's: stop, exit 143)
+        if callable(sigterm) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, sigterm)
     return ray
 
 

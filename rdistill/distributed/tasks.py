@@ -6,15 +6,20 @@ The Ray path is Ray's own "limit pending tasks" pattern: submit up to `workers` 
 first to finish, submit the next. Each task asks for its resources (`task_options`: a CPU share, a GPU
 where GPUs are wanted), sets torch's threads to its CPU share, and is retried MAX_RETRIES times if its
 worker process dies. `on_result(i, result)` runs as each call finishes, in the driver, so a caller can
-record finished work (a shard in a manifest) before the next one lands; on an error or Ctrl-C the tasks
-in flight are cancelled and everything recorded so far stays recorded.
+record finished work (a shard in a manifest) before the next one lands; on an error, Ctrl-C or SIGTERM the
+tasks in flight are cancelled and everything recorded so far stays recorded.
+
+A task Ray's memory monitor kills is re-run once (RAY_task_oom_retries, set by cluster.connect; Ray's own
+default retries it forever); if it is killed again, run_calls raises ValueError naming the call, the memory
+it had, and what to change.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Sequence
 
-MAX_RETRIES = 3  # Ray re-runs a task whose worker process died this many times
+MAX_RETRIES = 3  # Ray re-runs a task whose worker process died this many times (not for memory: see above)
 
 Call = tuple[tuple, dict]  # (args, kwargs)
 
@@ -33,6 +38,24 @@ def submit(fn: Callable, *args, options: dict, **kwargs):
 
     remote = ray.remote(max_retries=MAX_RETRIES)(_with_threads).options(**options)
     return remote.remote(fn, options.get("num_cpus", 1), args, kwargs)
+
+
+def describe_call(fn: Callable, call: Call) -> str:
+    """A call as a user can find it: the function and its first argument (a cell, a task)."""
+    args, _ = call
+    return f"{getattr(fn, '__name__', 'task')}({args[0]!r}{', ...' if len(args) > 1 else ''})" if args else fn.__name__
+
+
+def out_of_memory(what: str, error: Exception) -> ValueError:
+    """The one-line error of a call Ray's memory monitor killed: which call, how much memory, what to change."""
+    text = str(error)
+    used = re.search(r"memory used[=:]\s*([\d.]+)\s*(GB|GiB)", text, re.IGNORECASE)
+    node = re.search(r"was ([\d.]+GB / [\d.]+GB)", text)
+    amount = f"{used.group(1)} {used.group(2)} in use" if used else "memory use unknown"
+    if node:
+        amount += f", node at {node.group(1)}"
+    return ValueError(f"{what} was killed by Ray's memory monitor twice ({amount}): give it less to hold "
+                      "(a smaller --image-size or --batch-size) or run fewer at once (--workers)")
 
 
 def run_calls(fn: Callable, calls: Sequence[Call], *, workers: int, address: str | None = None,
@@ -66,7 +89,12 @@ def run_calls(fn: Callable, calls: Sequence[Call], *, workers: int, address: str
                 running[submit(fn, *args, options=opts, **kwargs)] = i
             ready, _ = ray.wait(list(running), num_returns=1)
             for ref in ready:
-                done(running.pop(ref), ray.get(ref))
+                i = running.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.OutOfMemoryError as e:
+                    raise out_of_memory(describe_call(fn, calls[i]), e) from None
+                done(i, result)
     finally:
         for ref in running:  # nothing keeps running behind an error or an interrupt
             ray.cancel(ref, force=True)

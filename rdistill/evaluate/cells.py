@@ -62,6 +62,8 @@ class MatrixSpec:
     full: bool = False  # also train on the whole real train split (the upper bound)
     teacher: str | None = None  # soft-label protocols: a state_dict of TEACHER trained on the dataset
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
+    image_size: int | None = None  # students train and test at this size; None: the protocol's, else the data's
+    max_memory: float | None = None  # GB one cell may take (a student in training); None: unchecked
 
 
 # Planning and checks (before any work):
@@ -99,6 +101,7 @@ def check_inputs(spec: MatrixSpec, dataset, manifests: dict, protocol) -> None:
     from rdistill.models.students import build_student
     from rdistill.data.shards import read_surrogate
 
+    size = dataset.image_size
     for folder, m in manifests.items():
         absent = [c for c in dataset.classes if c not in m.classes]
         if absent:  # a set may hold more classes (sampled from a base that knows them): matched by name
@@ -108,17 +111,61 @@ def check_inputs(spec: MatrixSpec, dataset, manifests: dict, protocol) -> None:
         short = {c: m.counts.get(c, 0) for c in dataset.classes if m.counts.get(c, 0) < need}
         if short:
             raise ValueError(f"{folder} is incomplete: these classes have fewer than {need} images: {short}")
-        c = read_surrogate(folder, 1, classes=dataset.classes[:1])[0][0].shape[0]
+        c, h, _ = read_surrogate(folder, 1, classes=dataset.classes[:1])[0][0].shape
         if c != dataset.channels:
             raise ValueError(f"{folder} holds {c}-channel images, dataset {dataset.name} has {dataset.channels}")
+        if h != size and spec.image_size is None and protocol.image_size is None:  # resizing is asked for, never implied
+            raise ValueError(f"{folder} holds {h}x{h} images but dataset {dataset.name} is read at {size}x{size}: "
+                             f"pass --image-size {h} to evaluate at the set's size (or --image-size {size} to "
+                             "resize the set)")
     for name in spec.students:  # unknown names and depths too deep for the resolution raise here
-        build_student(name, dataset.num_classes, dataset.channels, dataset.image_size)
+        net = build_student(name, dataset.num_classes, dataset.channels, size)
+        if spec.max_memory is not None:
+            check_memory(name, net, dataset, protocol.batch_size, spec.max_memory)
     if (protocol.soft_labels is not None) != (spec.teacher is not None):
         raise ValueError(f"protocol {protocol.name!r} {'needs' if protocol.soft_labels else 'takes no'} teacher "
                          f"(got {spec.teacher!r}): soft-label protocols need a {TEACHER} state_dict file")
 
 
-# One cell (a plain function; Ray runs it as a task):
+def check_memory(name: str, net: torch.nn.Module, dataset, batch_size: int, max_gb: float) -> None:
+    """Refuse a student whose training needs more than `max_gb` (estimate_memory), naming what to change."""
+    need = estimate_memory(net, dataset, batch_size) / 2**30
+    if need > max_gb:
+        s = dataset.image_size
+        raise ValueError(f"student {name} at {s}x{s} px, batch {batch_size}, needs ~{need:.1f} GB per cell, more "
+                         f"than the {max_gb:.1f} GB a cell may take (--max-memory): pass a smaller --image-size "
+                         "(the surrogate sets' own), fewer --workers, or a larger --max-memory")
+
+
+TORCH_WORKING_MEMORY = 256 * 2**20  # kernels' buffers, allocator slack: a 32 px cell grows RSS ~0.45 GB (benchmark)
+
+
+def estimate_memory(net: torch.nn.Module, dataset, batch_size: int) -> int:
+    """Bytes a cell needs at its peak: the real splits as float tensors and the weights (with gradient and
+    momentum), plus the larger of training (every module output of a batch kept for the backward pass) and
+    testing (two consecutive module outputs of a test batch). Module outputs are measured on one image with
+    forward hooks. benchmarks/evaluate_memory.py compares the estimate with peak RSS growth (1.2-1.5x above)."""
+    from rdistill.evaluate.training import TEST_BATCH
+
+    outputs = []
+
+    def hook(_module, _inputs, out):
+        if isinstance(out, torch.Tensor):
+            outputs.append(out.numel() * out.element_size())
+
+    leaves = [m for m in net.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with torch.no_grad():
+            net.eval()(torch.zeros(1, dataset.channels, dataset.image_size, dataset.image_size))
+    finally:
+        for h in handles:
+            h.remove()
+    weights = sum(p.numel() * p.element_size() for p in net.parameters())
+    pixels = (len(dataset.train) + len(dataset.test)) * dataset.channels * dataset.image_size**2 * 4  # float32
+    train = sum(outputs) * batch_size
+    test = max(a + b for a, b in zip(outputs, outputs[1:] + [0])) * min(TEST_BATCH, len(dataset.test))
+    return max(train, test) + 3 * weights + pixels + TORCH_WORKING_MEMORY
 
 
 # One cell (a plain function; Ray runs it as a task):

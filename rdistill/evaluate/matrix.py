@@ -137,7 +137,7 @@ def evaluate_matrix(spec: MatrixSpec, workers: int = 0, progress: bool = True, a
 
     # Checks, before any work:
     protocol = get_protocol(spec.protocol, spec.epochs)
-    data = DataSpec(spec.dataset, spec.root, protocol.image_size)
+    data = DataSpec(spec.dataset, spec.root, spec.image_size or protocol.image_size)
     manifests = load_manifests(spec.surrogates)
     check_inputs(spec, load_data(data), manifests, protocol)
     cells = plan_cells(manifests, spec.ipcs, spec.students, spec.seeds, spec.full)

@@ -41,6 +41,7 @@ class RunMeta:
     model_labels: list[int]  # DiT label of each class
     codec: str
     latent_shape: list[int]  # (C, H, W)
+    base: dict | None = None  # the exact base weights trained from: {path, checkpoint, sha256} (models.loading)
 
     def save(self, run_dir: Path) -> None:
         atomic_write_text(Path(run_dir) / "model.json", json.dumps(self.__dict__, indent=2))
@@ -51,6 +52,19 @@ class RunMeta:
         if not path.exists():
             raise FileNotFoundError(f"{run_dir} is not an rdistill run folder (no model.json)")
         return cls(**json.loads(path.read_text()))
+
+
+# What a complete checkpoint folder holds (state.json, written last, marks it complete).
+CHECKPOINT_FILES = ("trainable.safetensors", "ema.safetensors", "memory.safetensors", "optimizer.pt", "state.json")
+
+
+def check_checkpoint(ckpt: Path, files: tuple[str, ...] = CHECKPOINT_FILES) -> Path:
+    """`ckpt` if it holds `files`; else FileNotFoundError naming the missing ones and what to do."""
+    missing = [f for f in files if not (Path(ckpt) / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"checkpoint {ckpt} lacks {', '.join(missing)} (a partial copy?): restore the "
+                                "files, or move that folder away to use the run's previous checkpoint")
+    return Path(ckpt)
 
 
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
@@ -93,5 +107,6 @@ def load_checkpoint(ckpt: Path, device: str | torch.device = "cpu") -> dict:
 
 def weights_hash(ckpt: Path) -> str:
     """sha256 (first 16 hex digits) of a checkpoint's EMA weights: names a generator in shard manifests."""
+    check_checkpoint(ckpt, ("ema.safetensors",))
     with open(Path(ckpt) / "ema.safetensors", "rb") as f:  # streamed: a full DiT-XL/2 EMA is 2.7 GB
         return hashlib.file_digest(f, "sha256").hexdigest()[:16]

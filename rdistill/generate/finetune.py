@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -28,9 +29,10 @@ from rdistill.data.base import Dataset
 from rdistill.data.validation import validation_split
 from rdistill.generate.diffusion import NUM_TRAIN_STEPS, Schedule, diffusion_loss, linear_schedule, q_sample
 from rdistill.generate.minimax import MinimaxMemory
+from rdistill.models.codec import load_codec
 from rdistill.models.difffit import apply_difffit, count_parameters, trainable_parameters
 from rdistill.models.dit import architecture, build_dit, dit_callable, init_dit_, num_classes_of
-from rdistill.models.loading import load_base, load_named
+from rdistill.models.loading import base_pin, load_base, load_named
 
 # Keys that may change between an interrupted run and its resumption: they do not change the result.
 RESUME_FREE_KEYS = ("max_steps", "ckpt_every", "log_every")
@@ -66,16 +68,21 @@ def train(cfg: RunConfig, *, callbacks: Callbacks = Callbacks(), world: World = 
     if cfg.data.holdout > 0:  # the generator never sees the images a sweep validates on
         dataset = validation_split(dataset, cfg.data.holdout)
     hflip = dataset.hflip if cfg.data.hflip is None else cfg.data.hflip
-    latents = latent_source(cfg, dataset, hflip, run_dir, progress and world.rank == 0)
-    z_shape = latents.latent_shape  # (C, H, W)
     N = len(dataset.train)
     steps_per_epoch = N // t.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"train.batch_size {t.batch_size} is larger than the {N} training images")
     total = steps_per_epoch * t.epochs if t.max_steps is None else min(t.max_steps, steps_per_epoch * t.epochs)
 
-    # Setup model, optimiser, EMA and memories:
+    # Setup model (checked against the data before the run folder gets anything, e.g. a latent cache):
+    codec = load_codec(cfg.data.codec, dataset.channels)
+    z_shape = (codec.latent_channels, *(dataset.image_size // codec.downsample,) * 2)  # (C, H, W)
     dit, meta = build_model(cfg, dataset, z_shape)
+    if ckpt_io.latest_checkpoint(run_dir) is not None:
+        check_same_run(cfg, read_config(run_dir / "config.yaml"), run_dir)
+    latents = latent_source(cfg, dataset, hflip, run_dir, progress and world.rank == 0, codec)
+
+    # Optimiser, EMA and memories:
     dit.to(device).train()
     params = trainable_parameters(dit)
     opt = torch.optim.AdamW(params.values(), lr=t.lr, weight_decay=t.weight_decay)
@@ -101,7 +108,7 @@ def train(cfg: RunConfig, *, callbacks: Callbacks = Callbacks(), world: World = 
         opt.zero_grad(set_to_none=True)
         metrics.pop("loss").backward()
         opt.step()
-        update_ema(ema, params, t.ema_decay)
+        update_ema(ema, params, ema_decay(t, step))
         done = step + 1
         if log and (done % t.log_every == 0 or done == total):
             metrics.update(step=done, seconds=round(time.time() - tic, 2))
@@ -119,6 +126,7 @@ def train(cfg: RunConfig, *, callbacks: Callbacks = Callbacks(), world: World = 
                 callbacks.on_checkpoint(done, path)
         if stop:
             break
+    warn_if_ema_cold(t, done if total > start else start)
     return run_dir
 
 
@@ -157,18 +165,52 @@ def batch_indices(seed: int, step: int, steps_per_epoch: int, n: int, batch: int
     return perm[k * batch : (k + 1) * batch]
 
 
+def ema_decay(t, step: int) -> float:
+    """The EMA decay at `step` (0-based). Pretraining starts from a random init, so its EMA warms up as
+    min(decay, (1 + step) / (10 + step)); fine-tuning keeps the paper's plain decay (its start is the base)."""
+    return min(t.ema_decay, (1 + step) / (10 + step)) if t.method == "pretrain" else t.ema_decay
+
+
+def ema_start_weight(t, steps: int) -> float:
+    """The weight an EMA after `steps` updates still gives its starting point: the product of the decays."""
+    w = 1.0
+    for step in range(steps):
+        w *= ema_decay(t, step)
+        if w < 1e-6:
+            break
+    return w
+
+
+def warn_if_ema_cold(t, steps: int) -> None:
+    """Say plainly when a run ends with an EMA (what sampling uses) that has not warmed: in pretraining, a
+    warm-up that never reached train.ema_decay; in fine-tuning, an EMA still mostly the base model."""
+    if t.method == "pretrain":
+        warm = math.ceil((10 * t.ema_decay - 1) / (1 - t.ema_decay))  # first step whose decay is ema_decay
+        if steps < warm:
+            d = ema_decay(t, max(steps - 1, 0))
+            warnings.warn(f"pretraining ended after {steps} steps, before its EMA warmed up to "
+                          f"train.ema_decay={t.ema_decay} (step {warm}): the EMA averages about the last "
+                          f"{1 / (1 - d):.0f} steps (decay {d:.3f}), not {1 / (1 - t.ema_decay):.0f}")
+        return
+    w = ema_start_weight(t, steps)
+    if w > 0.5:
+        need = math.ceil(math.log(0.5) / math.log(t.ema_decay))
+        warnings.warn(f"the run ended after {steps} steps with an EMA that is still {w:.0%} the base model "
+                      f"(train.ema_decay={t.ema_decay}): samples will show little of this fine-tuning; train "
+                      f"{need}+ steps or lower train.ema_decay")
+
+
 @torch.no_grad()
 def update_ema(ema: dict, params: dict, decay: float) -> None:
     for name, p in params.items():
         ema[name].mul_(decay).add_(p.detach().float(), alpha=1 - decay)
 
 
-def latent_source(cfg: RunConfig, dataset: Dataset, hflip: bool, run_dir: Path, progress: bool):
+def latent_source(cfg: RunConfig, dataset: Dataset, hflip: bool, run_dir: Path, progress: bool, codec=None):
     """Cached latent moments (encoded once, reused from the run folder) or per-step encoding (parity)."""
     from rdistill.generate.latents import PerStepEncoder, load_or_encode
-    from rdistill.models.codec import load_codec
 
-    codec = load_codec(cfg.data.codec, dataset.channels)
+    codec = codec or load_codec(cfg.data.codec, dataset.channels)
     if not cfg.data.cache_latents:
         return PerStepEncoder(codec, dataset.train, hflip)
     return load_or_encode(run_dir / "latents", codec, dataset.train, hflip=hflip, batch_size=64,
@@ -192,14 +234,15 @@ def build_model(cfg: RunConfig, dataset: Dataset, z_shape):
         if not Path(cfg.model.init).exists():
             raise FileNotFoundError(f"no base model at {cfg.model.init}: train one with `rdistill pretrain --out "
                                     f"{cfg.model.init}` or point model.init (--init) at one")
-        dit = apply_difffit(load_base(cfg.model.init, cfg.model.preset))
+        pin = base_pin(cfg.model.init, cfg.out)  # the exact base weights; a resumed run keeps its pin
+        dit = apply_difffit(load_base(cfg.model.init, cfg.model.preset, pin=pin))
         peft = "difffit"
     check_fits(dit, dataset, z_shape)
     init = str(Path(cfg.model.init).resolve()) if cfg.model.init and peft == "difffit" else None
     meta = ckpt_io.RunMeta(
         architecture=architecture(dit), init=init, peft=peft, dataset=dataset.name,
         classes=list(dataset.classes), model_labels=list(dataset.model_labels), codec=cfg.data.codec,
-        latent_shape=list(z_shape),
+        latent_shape=list(z_shape), base=pin if peft == "difffit" else None,
     )
     return dit, meta
 

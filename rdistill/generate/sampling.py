@@ -178,6 +178,8 @@ def build_manifest(job: SampleJob, meta: RunMeta, ckpt: Path) -> Manifest:
     sampling = {k: v for k, v in asdict(job).items() if k not in where}
     config = {"sampling": sampling, "run": to_dict(run_cfg), "checkpoint": ckpt.name,
               "noise": "sampler.image_seed(seed, model label, index)"}
+    if meta.base is not None:  # a fine-tuned run: the exact base weights under its trainable ones
+        config["base"] = meta.base
     return Manifest(list(meta.classes), list(meta.model_labels), job.ipc, set_method(run_cfg),
                     weights_hash(ckpt), config=config)
 

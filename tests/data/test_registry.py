@@ -138,6 +138,7 @@ def test_imagefolder_holds_out_ten_percent_per_class(tmp_path):
 
 
 def test_imagefolder_default_size_is_256(tmp_path):
+    _png(tmp_path / "a" / "wide.png", color=(0, 0, 0), size=(12, 9))  # sizes differ: no size of its own
     d = load_dataset(f"imagefolder:{_folder(tmp_path, ['a', 'b'], n=2)}")
     assert d.image_size == 256 and d.channels == 3 and d.test.images([0]).shape == (1, 3, 256, 256)
 

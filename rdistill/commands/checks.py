@@ -1,0 +1,123 @@
+"""What every command checks before its first expensive step: devices, datasets and their image size, run
+folders and checkpoints, base weights, surrogate sets, output folders.
+
+Each check raises ValueError or FileNotFoundError with one line that names the offending value and says
+what to do; `rdistill.cli` prints it and exits 2. Defaults chosen from the input (a folder's image size, a
+base model's) are said on stderr, so a user sees what was picked. Heavy imports stay inside the functions.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_IMAGEFOLDER = "imagefolder:"
+
+
+def note(message: str) -> None:
+    """A default chosen for the user, said once on stderr (stdout keeps the command's result)."""
+    print(f"rdistill: {message}", file=sys.stderr)
+
+
+def device(name: str, flag: str = "--device") -> None:
+    """A device the machine has: auto, cpu, or a CUDA device where CUDA is available."""
+    from rdistill.common.devices import resolve_device
+
+    try:
+        resolve_device(name)
+    except ValueError as e:
+        raise ValueError(f"{flag}: {e}") from None
+
+
+def at_least(flag: str, value: int | None, low: int) -> None:
+    if value is not None and value < low:
+        raise ValueError(f"{flag} {value} is invalid: expected >= {low}")
+
+
+def dataset_image_size(name: str, image_size: int | None, root: str | None = None) -> int | None:
+    """The image size to load `name` at: `image_size` if given; for imagefolder:PATH the folder's own size
+    (said on stderr); else None (the dataset's native size). A folder that is missing raises here."""
+    if not name.startswith(_IMAGEFOLDER):
+        if root is not None and not Path(root).exists():
+            raise FileNotFoundError(f"dataset root {root} does not exist: pass --root <the dataset's folder>")
+        return image_size
+    path = Path(name[len(_IMAGEFOLDER):])
+    if not path.is_dir():
+        raise FileNotFoundError(f"image folder {path} does not exist: pass --dataset imagefolder:<a folder of "
+                                "class subfolders>")
+    if image_size is not None:
+        return image_size
+    from rdistill.data.files import common_size
+    from rdistill.data.sources import FOLDER_IMAGE_SIZE, folder_files
+
+    files = folder_files(path)
+    size = common_size(files)
+    if size is None:
+        note(f"{name}: images of several sizes; reading them at {FOLDER_IMAGE_SIZE}x{FOLDER_IMAGE_SIZE} "
+             "(center crop; --image-size to change)")
+        return FOLDER_IMAGE_SIZE
+    note(f"{name}: all {len(files)} images share one size; reading them at {size}x{size} (--image-size to change)")
+    return size
+
+
+def base_image_size(init: str, codec: str) -> int | None:
+    """The image side a base model was trained at (an rdistill run, or a diffusers folder's sample size),
+    or None where the base does not say (an original .pt)."""
+    import json
+
+    from rdistill.models.loading import kind_of
+
+    kind = kind_of(init)  # FileNotFoundError naming what it is not
+    if kind == "run":
+        from rdistill.config import read_config
+        from rdistill.generate.checkpoint import RunMeta
+
+        meta = RunMeta.load(init)
+        cfg = read_config(Path(init) / "config.yaml")
+        down = 1 if meta.codec == "pixel" else 8  # the SD VAE halves three times
+        return cfg.data.image_size or meta.latent_shape[1] * down
+    if kind == "diffusers":
+        from rdistill.models.loading import check_diffusers_weights
+
+        check_diffusers_weights(init)
+        folder = Path(init) / "transformer" if (Path(init) / "transformer" / "config.json").exists() else Path(init)
+        sample = json.loads((folder / "config.json").read_text()).get("sample_size")
+        return int(sample) * (1 if codec == "pixel" else 8) if sample else None
+    return None
+
+
+def run_folder(path: str) -> Path:
+    """A training run ready to sample: model.json, config.yaml and a newest checkpoint holding its EMA."""
+    from rdistill.generate.checkpoint import RunMeta, check_checkpoint, latest_checkpoint
+
+    p = Path(path)
+    if not p.is_dir():
+        raise FileNotFoundError(f"run folder {path} does not exist: pass --run <the --out of a pretrain or finetune>")
+    RunMeta.load(p)  # FileNotFoundError: not a run folder
+    if not (p / "config.yaml").is_file():
+        raise FileNotFoundError(f"run folder {path} has no config.yaml: it is not a complete rdistill run")
+    ckpt = latest_checkpoint(p)
+    if ckpt is None:
+        raise FileNotFoundError(f"run {path} has no complete checkpoint under checkpoints/: train it first")
+    return check_checkpoint(ckpt, ("ema.safetensors",))
+
+
+def output_folder(path: str, flag: str = "--out") -> None:
+    """A folder to write into: it may exist, but not as a file."""
+    if Path(path).exists() and not Path(path).is_dir():
+        raise ValueError(f"{flag} {path} is a file, not a folder: choose another {flag}")
+
+
+def surrogate_sets(folders) -> None:
+    """Each folder holds a surrogate set (its manifest)."""
+    from rdistill.data.shards import MANIFEST_NAME
+
+    for f in folders:
+        if not (Path(f) / MANIFEST_NAME).is_file():
+            raise FileNotFoundError(f"{f} is not a surrogate set (no {MANIFEST_NAME}): pass a folder written by "
+                                    "`rdistill sample` or `rdistill select`")
+
+
+def existing_file(path: str | None, flag: str) -> None:
+    if path is not None and not Path(path).is_file():
+        raise FileNotFoundError(f"{flag} {path} is not a file")
