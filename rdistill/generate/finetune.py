@@ -10,6 +10,7 @@ z0 and x0_hat in the class memories. All randomness of step k comes from a gener
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from rdistill.data.validation import validation_split
 from rdistill.generate.diffusion import NUM_TRAIN_STEPS, Schedule, diffusion_loss, linear_schedule, q_sample
 from rdistill.generate.minimax import MinimaxMemory
 from rdistill.models.difffit import apply_difffit, count_parameters, trainable_parameters
-from rdistill.models.dit import architecture, build_dit, dit_callable, init_dit_, num_classes_of
+from rdistill.models.dit import architecture, autocast, build_dit, dit_callable, init_dit_, num_classes_of
 from rdistill.models.loading import load_base, load_named
 
 # Keys that may change between an interrupted run and its resumption: they do not change the result.
@@ -104,6 +105,7 @@ def train(cfg: RunConfig, *, callbacks: Callbacks = Callbacks(), world: World = 
         update_ema(ema, params, t.ema_decay)
         done = step + 1
         if log and (done % t.log_every == 0 or done == total):
+            metrics = {k: v.item() for k, v in metrics.items()}  # the step's only host syncs, at log steps
             metrics.update(step=done, seconds=round(time.time() - tic, 2))
             log.write(metrics)
             bar.set_postfix(loss=f"{metrics['loss_total']:.4f}")
@@ -124,7 +126,8 @@ def train(cfg: RunConfig, *, callbacks: Callbacks = Callbacks(), world: World = 
 
 def train_step(model_fn, schedule: Schedule, memory: MinimaxMemory, z0, y, y_model, null: int,
                g: torch.Generator, cfg: RunConfig) -> dict:
-    """The loss of one batch (key "loss", with gradients) and its parts as floats; updates the memories."""
+    """The loss of one batch (key "loss", with gradients) and its parts as detached 0-d tensors (read them at
+    log steps only: `.item()` waits for the device); updates the memories. y: dataset classes on the CPU."""
     t = cfg.train
     n, device = len(z0), z0.device
     timesteps = torch.randint(0, NUM_TRAIN_STEPS, (n,), generator=g).to(device)
@@ -132,18 +135,19 @@ def train_step(model_fn, schedule: Schedule, memory: MinimaxMemory, z0, y, y_mod
     dropped = torch.rand(n, generator=g) < t.label_dropout
     labels = torch.where(dropped, torch.full_like(y_model, null), y_model).to(device)
     xt = q_sample(schedule, z0, timesteps, noise)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
+    with autocast(device, t.precision):
         out = model_fn(xt, timesteps, labels)
     d = diffusion_loss(schedule, out.float(), z0, xt, timesteps, noise)
     loss = d.per_sample.mean()
-    metrics = {"loss_mse": d.mse.mean().item(), "loss_vb": d.vb.mean().item()}
+    metrics = {"loss_mse": d.mse.detach().mean(), "loss_vb": d.vb.detach().mean()}
     if t.method == "minimax":
         x0, z = d.x0.flatten(1), z0.flatten(1)  # (n, C*H*W)
-        terms = memory.criteria(x0, z, y.to(device))
+        terms = memory.criteria(x0, z, y)  # classes grouped on the host: no sync
         loss = loss + t.lambda_r * terms.pos + t.lambda_d * terms.neg
-        memory.update(x0, z, y.to(device))
-        metrics.update(loss_pos=terms.pos.item(), loss_neg=terms.neg.item())
-    metrics.update(loss=loss, loss_total=loss.item())
+        memory.update(x0, z, y)
+        metrics.update(loss_pos=terms.pos.detach(), loss_neg=terms.neg.detach())
+    metrics.update(loss_total=loss.detach())
+    metrics["loss"] = loss
     return metrics
 
 
@@ -153,8 +157,13 @@ def train_step(model_fn, schedule: Schedule, memory: MinimaxMemory, z0, y, y_mod
 def batch_indices(seed: int, step: int, steps_per_epoch: int, n: int, batch: int) -> torch.Tensor:
     """The global batch of a step: a slice of its epoch's permutation (the last partial batch dropped)."""
     epoch, k = divmod(step, steps_per_epoch)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive(seed, STREAM_SHUFFLE, epoch)))
-    return perm[k * batch : (k + 1) * batch]
+    return epoch_permutation(seed, epoch, n)[k * batch : (k + 1) * batch]
+
+
+@functools.lru_cache(maxsize=2)
+def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
+    """The data order of an epoch, drawn once per epoch (callers slice it, never write to it)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(derive(seed, STREAM_SHUFFLE, epoch)))
 
 
 @torch.no_grad()

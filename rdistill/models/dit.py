@@ -9,6 +9,7 @@ frequency exponent by 127 where the original divides by 128; `share_embedders` r
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,6 +145,15 @@ def from_architecture(arch: dict, device: str | torch.device = "cpu") -> DiTTran
     with torch.device(device):
         dit = DiTTransformer2DModel(**arch)
     return share_embedders(dit, check_equal=False)
+
+
+def autocast(device: torch.device, precision: str):
+    """The context a forward runs in: bf16 autocast (CUDA or CPU) for "bf16", nothing for "fp32"."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision != "bf16":
+        raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
 class DiTCall:
