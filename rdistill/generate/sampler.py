@@ -9,7 +9,8 @@ variance interpolation v in [-1, 1].
 Determinism: image `index` of class `label` draws all of its noise from its own CPU torch.Generator seeded
 with `image_seed(seed, label, index)`: first the initial latent, then one tensor per step. Its noise
 therefore never depends on the batch it is in, its position there, the device or the worker. (The model's
-own arithmetic may: CPU matrix kernels round differently for different batch sizes, ~1e-6 per forward.)
+own arithmetic might: CPU matrix kernels round products of fewer than 4 rows differently, ~1e-6 per
+forward; DiTCall's `fast_forward_` pads those, so a DiT's images do not depend on their batch either.)
 """
 
 from __future__ import annotations
@@ -171,9 +172,12 @@ def sample(
 
     `steps` of the 1000-step linear schedule, respaced; guidance > 1 runs the conditional and the null-class
     halves in one forward. The chain runs in float32 (float64 for a float64 model); the model sees its dtype.
-    With `batch_size`, the model always sees batches of exactly that many images (the last one padded
-    with copies of its first image): CPU matrix kernels round small batches differently, so this makes
-    each image bit-identical whatever else is sampled with it (IPC 10 is then an exact prefix of IPC 100).
+    With `batch_size`, the images run in consecutive batches of that many (the last one may be shorter;
+    nothing is padded, so only kept images are computed). Through DiTCall on the CPU every image is then
+    bit-identical whatever else, and however many, are sampled with it (rdistill.models.dit.fast_forward_),
+    so IPC 10 is an exact prefix of IPC 100 at any batch size. On CUDA, cuBLAS may choose other kernels
+    for other batch sizes: the same batch_size gives the same bytes; a prefix is exact when the smaller
+    IPC is a multiple of the batch size.
     """
     _check_sample_args(model, labels, indices, shape, num_classes, steps, guidance, guidance_channels, method)
     kwargs = dict(seed=seed, shape=shape, num_classes=num_classes, steps=steps, guidance=guidance,
@@ -182,12 +186,8 @@ def sample(
         return _sample_batch(model, labels, indices, **kwargs)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    out = []
-    for lab, idx in zip(labels.split(batch_size), indices.split(batch_size)):
-        n, pad = len(lab), batch_size - len(lab)
-        lab, idx = torch.cat([lab, lab[:1].repeat(pad)]), torch.cat([idx, idx[:1].repeat(pad)])
-        out.append(_sample_batch(model, lab, idx, **kwargs)[:n])
-    return torch.cat(out)
+    batches = zip(labels.split(batch_size), indices.split(batch_size))
+    return torch.cat([_sample_batch(model, lab, idx, **kwargs) for lab, idx in batches])
 
 
 def _sample_batch(model, labels, indices, *, seed, shape, num_classes, steps, guidance, guidance_channels,

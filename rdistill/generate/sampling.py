@@ -10,8 +10,10 @@ launches and records: images never pass through it, so its memory does not grow 
 Determinism: image i of dataset class k draws its noise from `sampler.image_seed(seed, model_labels[k], i)`,
 keyed on the MODEL label (a class keeps its noise across runs that sample other subsets of classes), so a
 task gives the same shard on any worker, in any order, after any retry. Batches start at the chunk's first
-index, so the same chunk_size and batch_size give byte-identical shards; IPC k is then a prefix of a larger
-IPC (`read_surrogate(folder, ipc=k)`).
+index and are never padded: only kept images are computed (the chunk's last batch may be short). On the
+CPU an image's bytes do not depend on its batch (rdistill.models.dit.fast_forward_), so IPC k is a prefix
+of a larger IPC at any batch size (`read_surrogate(folder, ipc=k)`); on CUDA the same batch_size (recorded
+in the manifest) gives the same bytes.
 
 On a multi-node cluster, `run_dir` and `out` must be on storage every node sees (NFS, a mounted bucket).
 
@@ -52,7 +54,8 @@ class SampleJob:
     guidance_channels: int | None = DIT_GUIDED_CHANNELS  # eps channels guided; None = all (DiT: first 3)
     method: str = "ddpm"  # ddpm (the paper's) | ddim
     chunk_size: int = 50  # images per shard, i.e. per task
-    batch_size: int = 50  # images per forward pass (the CFG halves double it)
+    batch_size: int = 25  # images per forward (CFG doubles the rows); the last of a chunk may be shorter,
+    # nothing is padded. Per image, batches 5-25 run alike on CPU and 50 ~6% slower (benchmarks/sampling_ipc.py)
     classes: tuple[str | int, ...] | None = None  # class names or dataset indices; None = all
     overwrite: bool = False  # replace a folder holding another set
     workers: int = 0  # Ray tasks in flight; 0 = run every task in this process
@@ -159,10 +162,10 @@ def generate_chunk(job: SampleJob, task: Task, source: str | None = None) -> Sha
     name, y_model = g.meta.classes[task.label], g.meta.model_labels[task.label]
     rows = []
     for idx in torch.tensor(list(task.indices)).split(job.batch_size):  # batches start at the chunk's start
-        y = torch.full_like(idx, y_model)  # (n,) model labels
+        y = torch.full_like(idx, y_model)  # (n,) model labels; n < batch_size only for the chunk's last batch
         z = sample(g.model, y, idx, seed=job.seed, shape=tuple(g.meta.latent_shape), num_classes=g.num_classes,
                    steps=job.steps, guidance=job.guidance, guidance_channels=job.guidance_channels,
-                   method=job.method, batch_size=job.batch_size)  # (n, C, h, w); padded: bit-exact prefixes
+                   method=job.method)  # (n, C, h, w); unpadded, each image's bytes independent of n (CPU)
         x = g.codec.decode(z).cpu()  # (n, c, H, W) in [-1, 1]
         rows += [shard_row(img, task.label, name, job.seed, i, g.source) for img, i in zip(x, idx.tolist())]
     return write_shard(job.out, rows, shard_name(task.label, task.chunk), classes=g.meta.classes)
@@ -177,7 +180,8 @@ def build_manifest(job: SampleJob, meta: RunMeta, ckpt: Path) -> Manifest:
     where = ("run_dir", "out", "classes", "overwrite", "workers", "device")  # not what the images are
     sampling = {k: v for k, v in asdict(job).items() if k not in where}
     config = {"sampling": sampling, "run": to_dict(run_cfg), "checkpoint": ckpt.name,
-              "noise": "sampler.image_seed(seed, model label, index)"}
+              "noise": "sampler.image_seed(seed, model label, index)",
+              "batching": "unpadded batches of sampling.batch_size from each chunk's start"}
     return Manifest(list(meta.classes), list(meta.model_labels), job.ipc, RUN_METHODS[run_cfg.train.method],
                     weights_hash(ckpt), config=config)
 
