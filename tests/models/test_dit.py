@@ -176,3 +176,21 @@ def test_an_image_gives_the_same_bits_alone_or_in_any_batch():
         whole = fast(x, t, y)
         for n in range(1, 9):
             assert torch.equal(fast(x[:n], t[:n], y[:n]), whole[:n]), n
+
+
+def test_difffit_gammas_are_a_multiply_in_the_forward_not_hooks_and_pickle():
+    import pickle
+
+    import torch.nn.functional as F
+
+    dit = apply_difffit(randomize_(tiny()))
+    q = dit.transformer_blocks[0].attn1.to_q
+    assert not any(m._forward_hooks for m in dit.modules())
+    with torch.no_grad():
+        q.difffit_gamma.copy_(torch.linspace(0.5, 1.5, q.out_features))
+    x = torch.randn(5, q.in_features)
+    assert torch.equal(q(x), F.linear(x, q.weight, q.bias) * q.difffit_gamma)
+    copy = pickle.loads(pickle.dumps(dit))
+    inputs_ = (torch.randn(4, 4, 8, 8), torch.tensor([1, 2, 3, 4]), torch.tensor([0, 1, 2, 3]))
+    with torch.no_grad():
+        assert torch.equal(dit_callable(copy)(*inputs_), dit_callable(dit)(*inputs_))
