@@ -46,15 +46,23 @@ def diversity(x0: torch.Tensor, past: torch.Tensor, mode: str = "minimax") -> to
     raise ValueError(f"unknown diversity mode {mode!r}; expected 'minimax' or 'mean'")
 
 
-def extreme_cosine(xn: torch.Tensor, rows: torch.Tensor, largest: bool) -> torch.Tensor:
-    """max (or min) of xn @ rows.T for normalised xn (n, D) and detached normalised rows (m, D), with the
-    gradient of that one entry (what min/max pass back). The (n, m) matrix is built without autograd, so
-    the backward pass neither keeps nor reads `rows` (the memory may be overwritten in place) and costs O(D)."""
+def extreme_pair(xn: torch.Tensor, rows: torch.Tensor, largest: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where xn @ rows.T (normalised xn (n, D), normalised rows (m, D)) is largest (or smallest): the row
+    index into xn (1,) and a copy of the memory row (1, D). No autograd and no host read: the caller forms
+    the one cosine with its gradient (what max/min pass back), so backward never reads the memory."""
     with torch.no_grad():
         s = xn @ rows.T  # (n, m)
-        flat = s.argmax() if largest else s.argmin()  # 0-d, stays on the device
-    i, m = (flat // s.shape[1]).reshape(1), (flat % s.shape[1]).reshape(1)  # (1,) each: gathers, not host reads
-    return (xn.index_select(0, i) * rows.index_select(0, m)).sum()  # the row of `rows` is a copy
+        flat = (s.argmax() if largest else s.argmin()).reshape(1)  # (1,), stays on the device
+        return flat // s.shape[1], rows.index_select(0, flat % s.shape[1])
+
+
+def paired_cosines(xn: torch.Tensor, picks: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Sum over picks (i, row) of cos(xn[i], row), for normalised xn (N, D) with gradients: one gather."""
+    if not picks:
+        return xn.new_zeros(())
+    i = torch.cat([p[0] for p in picks])  # (k,)
+    rows = torch.cat([p[1] for p in picks])  # (k, D)
+    return (xn.index_select(0, i) * rows).sum()
 
 
 class FifoMemory:
@@ -153,18 +161,23 @@ class MinimaxMemory:
         order = order.to(x0.device)
         x0s = x0[order]  # (N, D), grouped by class
         x0n = F.normalize(x0s, dim=1)  # normalised once for every class
+        near, far = [], []  # per class: the least similar real row (Eq. 3), the most similar prediction (Eq. 4)
         for c, a, b in groups:
             D_c = self.pred.get(c)
             if D_c is None or len(D_c) == 0:
                 continue  # no earlier prediction of this class yet
             if self.rep == "minimax":
-                pos = pos + 1.0 - extreme_cosine(x0n[a:b], self.real[c].rows.to(x0.device), largest=False)  # Eq. 3
+                i, row = extreme_pair(x0n[a:b], self.real[c].rows.to(x0.device), largest=False)
+                far.append((i + a, row))
             elif self.rep == "mean":
                 pos = pos + representativeness(x0s[a:b], z0[order[a:b]].to(x0), "mean")
             if self.div == "minimax":
-                neg = neg + extreme_cosine(x0n[a:b], D_c.rows.to(x0.device), largest=True)  # Eq. 4
+                i, row = extreme_pair(x0n[a:b], D_c.rows.to(x0.device), largest=True)
+                near.append((i + a, row))
             elif self.div == "mean":
                 neg = neg + diversity(x0s[a:b], D_c.rows.to(x0), "mean")
+        pos = pos + (len(far) - paired_cosines(x0n, far))  # sum_c 1 - min cos
+        neg = neg + paired_cosines(x0n, near)  # sum_c max cos
         n = len(groups)
         return CriteriaTerms(pos=pos / n, neg=neg / n)
 
