@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from rdistill.common.devices import resolve_device
+from rdistill.common.devices import resolve_device, to_device
 from rdistill.common.seeds import STREAM_SHUFFLE, STREAM_STEP, derive
 from rdistill.generate import checkpoint as ckpt_io
 from rdistill.config import RunConfig, read_config, save_config, to_dict
@@ -29,6 +29,7 @@ from rdistill.data.base import Dataset
 from rdistill.data.validation import validation_split
 from rdistill.generate.diffusion import NUM_TRAIN_STEPS, Schedule, diffusion_loss, linear_schedule, q_sample
 from rdistill.generate.minimax import MinimaxMemory
+from rdistill.generate.sampler import schedule_on
 from rdistill.models.difffit import apply_difffit, count_parameters, trainable_parameters
 from rdistill.models.dit import architecture, autocast, build_dit, dit_callable, init_dit_, num_classes_of
 from rdistill.models.loading import load_base, load_named
@@ -67,7 +68,7 @@ def train(cfg: RunConfig, *, callbacks: Callbacks = Callbacks(), world: World = 
     if cfg.data.holdout > 0:  # the generator never sees the images a sweep validates on
         dataset = validation_split(dataset, cfg.data.holdout)
     hflip = dataset.hflip if cfg.data.hflip is None else cfg.data.hflip
-    latents = latent_source(cfg, dataset, hflip, run_dir, progress and world.rank == 0)
+    latents = latent_source(cfg, dataset, hflip, run_dir, progress and world.rank == 0, device)
     z_shape = latents.latent_shape  # (C, H, W)
     N = len(dataset.train)
     steps_per_epoch = N // t.batch_size
@@ -83,8 +84,8 @@ def train(cfg: RunConfig, *, callbacks: Callbacks = Callbacks(), world: World = 
     ema = {k: p.detach().clone().float() for k, p in params.items()}  # initialised from the base
     memory = MinimaxMemory(t.memory_size, math.prod(z_shape), rep=t.representativeness, div=t.diversity)
     start = resume_or_start(cfg, run_dir, meta, dit, opt, ema, memory, device, world.rank)
-    model_fn = dit_callable(world.wrap(dit))
-    schedule = linear_schedule()
+    model_fn = dit_callable(world.wrap(dit), compile=t.compile)
+    schedule = schedule_on(linear_schedule(), device)  # indexed by device timesteps: no copy per step
     null = num_classes_of(dit)
     model_labels = torch.tensor(dataset.model_labels)
     total_params, n_train = count_parameters(dit)
@@ -98,7 +99,7 @@ def train(cfg: RunConfig, *, callbacks: Callbacks = Callbacks(), world: World = 
         g = torch.Generator().manual_seed(derive(t.seed, STREAM_STEP, step))
         idx = batch_indices(t.seed, step, steps_per_epoch, N, t.batch_size)[world.rank :: world.size]
         z0, y = latents.batch(idx, g)  # (n, C, H, W), (n,) dataset classes
-        metrics = train_step(model_fn, schedule, memory, z0.to(device), y, model_labels[y], null, g, cfg)
+        metrics = train_step(model_fn, schedule, memory, to_device(z0, device), y, model_labels[y], null, g, cfg)
         opt.zero_grad(set_to_none=True)
         metrics.pop("loss").backward()
         opt.step()
@@ -130,10 +131,10 @@ def train_step(model_fn, schedule: Schedule, memory: MinimaxMemory, z0, y, y_mod
     log steps only: `.item()` waits for the device); updates the memories. y: dataset classes on the CPU."""
     t = cfg.train
     n, device = len(z0), z0.device
-    timesteps = torch.randint(0, NUM_TRAIN_STEPS, (n,), generator=g).to(device)
-    noise = torch.randn(z0.shape, generator=g).to(device)
+    timesteps = to_device(torch.randint(0, NUM_TRAIN_STEPS, (n,), generator=g), device)  # pinned, non-blocking
+    noise = to_device(torch.randn(z0.shape, generator=g), device)
     dropped = torch.rand(n, generator=g) < t.label_dropout
-    labels = torch.where(dropped, torch.full_like(y_model, null), y_model).to(device)
+    labels = to_device(torch.where(dropped, torch.full_like(y_model, null), y_model), device)
     xt = q_sample(schedule, z0, timesteps, noise)
     with autocast(device, t.precision):
         out = model_fn(xt, timesteps, labels)
@@ -172,12 +173,14 @@ def update_ema(ema: dict, params: dict, decay: float) -> None:
         ema[name].mul_(decay).add_(p.detach().float(), alpha=1 - decay)
 
 
-def latent_source(cfg: RunConfig, dataset: Dataset, hflip: bool, run_dir: Path, progress: bool):
-    """Cached latent moments (encoded once, reused from the run folder) or per-step encoding (parity)."""
+def latent_source(cfg: RunConfig, dataset: Dataset, hflip: bool, run_dir: Path, progress: bool,
+                  device: torch.device = torch.device("cpu")):
+    """Cached latent moments (encoded once, reused from the run folder) or per-step encoding (parity).
+    The VAE runs on the training device; the latents it returns stay on the host (moved per batch)."""
     from rdistill.generate.latents import PerStepEncoder, load_or_encode
     from rdistill.models.codec import load_codec
 
-    codec = load_codec(cfg.data.codec, dataset.channels)
+    codec = load_codec(cfg.data.codec, dataset.channels, device=device)
     if not cfg.data.cache_latents:
         return PerStepEncoder(codec, dataset.train, hflip)
     return load_or_encode(run_dir / "latents", codec, dataset.train, hflip=hflip, batch_size=64,

@@ -241,25 +241,29 @@ class DiTCall:
     """The interface the loss and the sampler share: `model(x, t, y) -> (N, 2C, H, W)` for a diffusers
     DiTTransformer2DModel (or a DDP wrapper of one), x (N, C, H, W), t (N,) timesteps, y (N,) labels.
     Carries the model's device, dtype and training flag (the sampler refuses training mode).
-    The DiT gets `fast_forward_` (same results; one conditioning embedding per forward)."""
+    The DiT gets `fast_forward_` (same results; one conditioning embedding per forward). `compile`: run it
+    through torch.compile (True: the default inductor backend; a string names another backend)."""
 
-    def __init__(self, dit: torch.nn.Module):
-        self.dit = dit
+    def __init__(self, dit: torch.nn.Module, compile: bool | str = False):
+        self.module = dit
         base = getattr(dit, "module", dit)  # under DDP, the DiT itself
         if isinstance(base, DiTTransformer2DModel):
             fast_forward_(base)
+        if compile:
+            dit = torch.compile(dit) if compile is True else torch.compile(dit, backend=compile)
+        self.dit = dit
 
-    device = property(lambda self: next(self.dit.parameters()).device)
-    dtype = property(lambda self: next(self.dit.parameters()).dtype)
-    training = property(lambda self: self.dit.training)
+    device = property(lambda self: next(self.module.parameters()).device)
+    dtype = property(lambda self: next(self.module.parameters()).dtype)
+    training = property(lambda self: self.module.training)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.dit(x, timestep=t, class_labels=y).sample
 
 
-def dit_callable(dit: torch.nn.Module) -> DiTCall:
+def dit_callable(dit: torch.nn.Module, compile: bool | str = False) -> DiTCall:
     """`model(x, t, y) -> out` over a DiT (see DiTCall)."""
-    return DiTCall(dit)
+    return DiTCall(dit, compile)
 
 
 __all__ = ["PRESETS", "DiTSize", "preset", "dit_kwargs", "build_dit", "share_embedders", "init_dit_",
