@@ -4,7 +4,7 @@ Three steps on the same Difffit DiT (CPU-sized: 4x16x16 latents, depth 4, width 
 - bare:    out = model(x_t, t, y); out.square().mean(); backward; AdamW (the network alone);
 - difffit: rdistill.generate.finetune.train_step (diffusion loss, label dropout) + backward + AdamW + EMA;
 - minimax: the same with the minimax criteria, every class memory full (N_M rows of M and of D).
-The kinds are interleaved (round-robin, best of ROUNDS medians) so machine noise hits them alike.
+The kinds are interleaved step by step, CPU time per step, the best of the rounds' medians.
 
     python -m benchmarks step               # ~1 minute here
     python -m benchmarks step --smoke-test  # seconds, writes nothing
@@ -82,19 +82,21 @@ class Stepper:
 
 
 def time_steps(steppers: dict[str, Stepper], steps: int, rounds: int) -> dict[str, list[float]]:
-    """Seconds per step of each kind: `rounds` interleaved rounds of `steps` steps, each round's median."""
+    """CPU seconds per step of each kind: per round, `steps` steps of every kind taken in turn (so a burst of
+    machine noise hits all kinds alike), then each kind's median; one list entry per round."""
     for s in steppers.values():  # warm-up
         for _ in range(3):
             s.step()
     out = {k: [] for k in steppers}
     for _ in range(rounds):
-        for k, s in steppers.items():
-            times = []
-            for _ in range(steps):
-                t0 = time.perf_counter()
+        times = {k: [] for k in steppers}
+        for _ in range(steps):
+            for k, s in steppers.items():
+                t0 = time.process_time()  # this process's CPU time: what other processes do matters less
                 s.step()
-                times.append(time.perf_counter() - t0)
-            out[k].append(statistics.median(times))
+                times[k].append(time.process_time() - t0)
+        for k in steppers:
+            out[k].append(statistics.median(times[k]))
     return out
 
 
@@ -115,5 +117,5 @@ def run(smoke_test: bool = False) -> dict:
         print(f"step N_M={n_m:5d}: " + "  ".join(f"{k} {v * 1e3:.2f} ms" for k, v in best.items())
               + "  " + "  ".join(f"{k} {v:.3f}" for k, v in results[f"N_M={n_m}"]["ratios"].items()), flush=True)
     return {"settings": {"batch": BATCH, "latent": SHAPE, "depth": 4, "width": 256, "classes": NUM_CLASSES,
-                         "steps_per_round": steps, "rounds": rounds, "statistic": "min over rounds of the median"},
+                         "steps_per_round": steps, "rounds": rounds, "statistic": "min over rounds of the median CPU time per step"},
             "results": results, "targets": {"minimax/bare": {"N_M=64": 1.05, "N_M=1024": 1.10}, "minimax/difffit": 1.02}}
