@@ -30,6 +30,7 @@ DEFAULT_STEPS = 50  # SPEC.md section 3
 DEFAULT_GUIDANCE = 4.0  # SPEC.md section 3
 DIT_GUIDED_CHANNELS = 3  # DiT guides the first 3 of the 4 latent eps channels (SPEC.md section 3)
 METHODS = ("ddpm", "ddim")
+DEFAULT_BATCH_SIZE = 25  # images per forward: batches 5-25 run alike per image on CPU, 50 ~6% slower (benchmarks/)
 PRECISIONS = ("fp32", "bf16")  # the model's forward: float32, or bfloat16 autocast (the chain stays float32)
 
 

@@ -37,7 +37,8 @@ from rdistill.data.shards import Manifest, ShardInfo, check_overwrite, shard_is_
 from rdistill.distributed.tasks import run_calls
 from rdistill.generate.checkpoint import RunMeta, latest_checkpoint, weights_hash
 from rdistill.generate.diffusion import NUM_TRAIN_STEPS
-from rdistill.generate.sampler import DEFAULT_GUIDANCE, DEFAULT_STEPS, DIT_GUIDED_CHANNELS, METHODS, PRECISIONS
+from rdistill.generate.sampler import (DEFAULT_BATCH_SIZE, DEFAULT_GUIDANCE, DEFAULT_STEPS, DIT_GUIDED_CHANNELS, METHODS,
+                                       PRECISIONS)
 
 # The surrogate set's method name for each kind of training run (config train.method).
 RUN_METHODS = {"pretrain": "dit", "difffit": "difffit", "minimax": "minimax"}
@@ -54,8 +55,8 @@ class SampleJob:
     guidance_channels: int | None = DIT_GUIDED_CHANNELS  # eps channels guided; None = all (DiT: first 3)
     method: str = "ddpm"  # ddpm (the paper's) | ddim
     chunk_size: int = 50  # images per shard, i.e. per task
-    batch_size: int = 25  # images per forward (CFG doubles the rows); the last of a chunk may be shorter,
-    # nothing is padded. Per image, batches 5-25 run alike on CPU and 50 ~6% slower (benchmarks/sampling_ipc.py)
+    batch_size: int = DEFAULT_BATCH_SIZE  # images per forward (CFG doubles the rows); a chunk's last batch may
+    # be shorter: nothing is padded. Per image, batches 5-25 run alike on CPU (benchmarks/sampling_ipc.py)
     classes: tuple[str | int, ...] | None = None  # class names or dataset indices; None = all
     overwrite: bool = False  # replace a folder holding another set
     workers: int = 0  # Ray tasks in flight; 0 = run every task in this process
