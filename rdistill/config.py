@@ -81,7 +81,8 @@ class TrainConfig:
     ckpt_every: int = 500  # steps between checkpoints (and at the end)
     log_every: int = 25  # steps between loss log lines
     device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N
-    precision: str = "fp32"  # fp32 | bf16 (autocast on CUDA)
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the DiT's forward, CUDA or CPU)
+    compile: bool = False  # torch.compile the DiT (worth it on a GPU; minutes of compiling on a CPU)
 
 
 @dataclass(frozen=True)

@@ -73,8 +73,8 @@ def test_sample_defaults_are_the_samplers():
     from rdistill.commands import sample as command
     from rdistill.generate import sampler
 
-    assert (command.DEFAULT_STEPS, command.DEFAULT_GUIDANCE, command.DIT_GUIDED_CHANNELS) == (
-        sampler.DEFAULT_STEPS, sampler.DEFAULT_GUIDANCE, sampler.DIT_GUIDED_CHANNELS)
+    assert (command.DEFAULT_STEPS, command.DEFAULT_GUIDANCE, command.DIT_GUIDED_CHANNELS, command.DEFAULT_BATCH_SIZE) == (
+        sampler.DEFAULT_STEPS, sampler.DEFAULT_GUIDANCE, sampler.DIT_GUIDED_CHANNELS, sampler.DEFAULT_BATCH_SIZE)
 
 
 # Configs:
@@ -182,7 +182,7 @@ def test_finetune_takes_the_image_size_of_its_base(tmp_path):
 
 def test_pretraining_warms_its_ema_up_and_says_when_it_has_not():
     from rdistill.config import TrainConfig
-    from rdistill.generate.finetune import ema_decay, warn_if_ema_cold
+    from rdistill.generate.ema import ema_decay, warn_if_ema_cold
 
     pre, ft = TrainConfig(method="pretrain", ema_decay=0.999), TrainConfig(method="minimax", ema_decay=0.9999)
     assert [ema_decay(pre, s) for s in (0, 1, 90)] == [1 / 10, 2 / 11, 0.91]

@@ -80,3 +80,43 @@ def test_batches_cover_each_epoch_once():
     seen = torch.cat([batch_indices(0, step, steps_per_epoch=5, n=42, batch=8) for step in range(5)])
     assert len(seen.unique()) == 40
     assert not torch.equal(batch_indices(0, 0, 5, 42, 8), batch_indices(0, 5, 5, 42, 8))
+
+
+def test_a_training_step_never_reads_device_values_on_the_host():
+    """On the meta device tensors have no values: an .item(), .tolist(), .unique() or `if tensor` in the step raises."""
+    from dataclasses import replace
+
+    from rdistill.config import RunConfig
+    from rdistill.generate.diffusion import linear_schedule
+    from rdistill.generate.ema import update_ema
+    from rdistill.generate.finetune import train_step
+    from rdistill.generate.minimax import MinimaxMemory
+    from rdistill.models.difffit import apply_difffit, trainable_parameters
+    from rdistill.models.dit import build_dit, dit_callable
+
+    dit = apply_difffit(build_dit("dit-tiny", 8, 1, 10, device="meta")).train()
+    params = trainable_parameters(dit)
+    opt = torch.optim.AdamW(params.values(), lr=1e-3)
+    ema = {k: p.detach().clone() for k, p in params.items()}
+    cfg = replace(RunConfig(), train=replace(RunConfig().train, method="minimax"))
+    memory, g = MinimaxMemory(4, 64), torch.Generator().manual_seed(0)
+    z0, y = torch.randn(6, 1, 8, 8, device="meta"), torch.tensor([0, 1, 2, 0, 1, 2])  # host labels, as loaded
+    for _ in range(3):
+        metrics = train_step(dit_callable(dit), linear_schedule(), memory, z0, y, y, 10, g, cfg)
+        opt.zero_grad(set_to_none=True)
+        metrics.pop("loss").backward()
+        opt.step()
+        update_ema(ema, params, 0.9)
+    assert set(metrics) == {"loss_mse", "loss_vb", "loss_pos", "loss_neg", "loss_total"}
+    assert all(v.device.type == "meta" and v.dim() == 0 for v in metrics.values())  # read at log steps only
+
+
+def test_each_epoch_is_shuffled_once(monkeypatch):
+    from rdistill.generate import finetune
+
+    calls, randperm = [], torch.randperm
+    monkeypatch.setattr(torch, "randperm", lambda *a, **k: calls.append(a) or randperm(*a, **k))
+    finetune.epoch_permutation.cache_clear()
+    for step in range(10):  # two epochs of five steps
+        batch_indices(0, step, steps_per_epoch=5, n=42, batch=8)
+    assert len(calls) == 2

@@ -87,6 +87,13 @@ def test_ipc_is_a_prefix_of_a_larger_ipc(run_dir, full_set, tmp_path):
     assert a.png == b.png and torch.equal(a.labels, b.labels)
 
 
+def test_images_do_not_depend_on_batch_or_chunk_size(run_dir, full_set, tmp_path):
+    other = tmp_path / "b1"
+    run_sampling(job(run_dir, other, classes=("0", "5"), batch_size=1, chunk_size=3), progress=False)
+    a, b = read_surrogate(other), read_surrogate(full_set, classes=["0", "5"])
+    assert a.png == b.png and torch.equal(a.labels, b.labels)
+
+
 def test_resume_rewrites_only_missing_and_corrupt_shards(run_dir, full_set, tmp_path):
     out = tmp_path / "resume"
     shutil.copytree(full_set, out)

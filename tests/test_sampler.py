@@ -191,6 +191,23 @@ def test_fixed_batch_size_makes_every_image_bit_identical_whatever_shares_its_ba
         run_bad = sample(model, L3, I3, batch_size=0, **KW)  # noqa: F841
 
 
+def test_batches_are_not_padded_only_kept_images_are_computed():
+    calls = []
+    sample(rowwise_model(calls), torch.full((5,), 2), torch.arange(5), batch_size=2, **KW)
+    assert [n for n, _ in calls[:: KW["steps"]]] == [4, 4, 2]  # guided rows: 2 x (2, 2, 1) images
+
+
+def test_dit_images_are_bit_identical_at_any_batch_size_and_ipc():
+    """fast_forward_ pads the few-row products, so no image depends on its batch (none is padded)."""
+    model = dit_callable(tiny_dit())
+    labels, indices = torch.tensor([0, 0, 1, 2, 2]), torch.tensor([0, 1, 0, 3, 4])
+    whole = sample(model, labels, indices, **KW)
+    for b in (1, 2, 3, 4):
+        assert torch.equal(sample(model, labels, indices, batch_size=b, **KW), whole), b
+    assert torch.equal(sample(model, labels[:1], indices[:1], **KW, guidance=1.0),
+                       sample(model, labels, indices, **KW, guidance=1.0)[:1])  # unguided: 1 row alone
+
+
 def two_forward_reference(model, labels, indices, guidance, steps):
     """The unbatched CFG loop: a conditional and a null-class forward per step."""
     s, noise = respace(BASE, steps), NoiseStream(KW["seed"], labels, indices, KW["shape"])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from rdistill.commands import checks
 
-# rdistill.generate.sampler's defaults (SPEC.md section 3), repeated here to keep torch out of `--help`;
-# tests/test_errors.py checks that they agree.
-DEFAULT_STEPS, DEFAULT_GUIDANCE, DIT_GUIDED_CHANNELS = 50, 4.0, 3
+# rdistill.generate.sampler's defaults (SPEC.md section 3, and its batch size), repeated here to keep torch out
+# of `--help`; tests/test_errors.py checks that they agree.
+DEFAULT_STEPS, DEFAULT_GUIDANCE, DIT_GUIDED_CHANNELS, DEFAULT_BATCH_SIZE = 50, 4.0, 3, 25
 
 
 def register(sub) -> None:
@@ -26,7 +26,10 @@ def register(sub) -> None:
                    help=f"latent channels guided (DiT: the first {DIT_GUIDED_CHANNELS}; 'all')")
     p.add_argument("--method", default="ddpm", choices=["ddpm", "ddim"], help="sampler (paper: ddpm)")
     p.add_argument("--chunk-size", type=int, default=50, help="images per shard and per task (default 50)")
-    p.add_argument("--batch-size", type=int, default=50, help="images per forward pass (default 50)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help=f"images per forward pass, never padded (default {DEFAULT_BATCH_SIZE})")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="the DiT's forward (default fp32)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the DiT (for a GPU)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--overwrite", action="store_true", help="replace a folder that holds another set")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -69,7 +72,7 @@ def run_sample(args) -> None:
         guidance_channels=None if args.guidance_channels == "all" else int(args.guidance_channels),
         method=args.method, chunk_size=args.chunk_size, batch_size=args.batch_size,
         classes=tuple(args.classes) if args.classes else None, overwrite=args.overwrite, workers=args.workers,
-        device=args.device,
+        device=args.device, precision=args.precision, compile=args.compile,
     )
     m = run_sampling(job, progress=not args.no_progress)
     print(f"{args.out}: {sum(m.counts.values())} images of {len(m.counts)} classes ({m.method}, source {m.source})")

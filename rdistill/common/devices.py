@@ -22,3 +22,12 @@ def resolve_device(name: str) -> torch.device:
     elif device.type != "cpu":
         raise ValueError(f"device {name!r} is not auto, cpu, cuda or cuda:N")
     return device
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """x on `device`; from the CPU to CUDA through pinned memory and a non-blocking copy, so the host never
+    waits for the device's queue (a copy from pageable memory would)."""
+    device = torch.device(device)
+    if device.type == "cuda" and x.device.type == "cpu":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)

@@ -10,9 +10,9 @@ z0 and x0_hat in the class memories. All randomness of step k comes from a gener
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -20,18 +20,20 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from rdistill.common.devices import resolve_device
+from rdistill.common.devices import resolve_device, to_device
 from rdistill.common.seeds import STREAM_SHUFFLE, STREAM_STEP, derive
-from rdistill.generate import checkpoint as ckpt_io
 from rdistill.config import RunConfig, read_config, save_config, to_dict
 from rdistill.data import load_dataset
 from rdistill.data.base import Dataset
 from rdistill.data.validation import validation_split
+from rdistill.generate import checkpoint as ckpt_io
 from rdistill.generate.diffusion import NUM_TRAIN_STEPS, Schedule, diffusion_loss, linear_schedule, q_sample
+from rdistill.generate.ema import ema_decay, update_ema, warn_if_ema_cold
 from rdistill.generate.minimax import MinimaxMemory
+from rdistill.generate.sampler import schedule_on
 from rdistill.models.codec import load_codec
 from rdistill.models.difffit import apply_difffit, count_parameters, trainable_parameters
-from rdistill.models.dit import architecture, build_dit, dit_callable, init_dit_, num_classes_of
+from rdistill.models.dit import architecture, autocast, build_dit, dit_callable, init_dit_, num_classes_of
 from rdistill.models.loading import base_pin, load_base, load_named
 
 # Keys that may change between an interrupted run and its resumption: they do not change the result.
@@ -75,7 +77,7 @@ def train(cfg: RunConfig, *, callbacks: Callbacks = Callbacks(), world: World = 
     total = steps_per_epoch * t.epochs if t.max_steps is None else min(t.max_steps, steps_per_epoch * t.epochs)
 
     # Setup model (checked against the data before the run folder gets anything, e.g. a latent cache):
-    codec = load_codec(cfg.data.codec, dataset.channels)
+    codec = load_codec(cfg.data.codec, dataset.channels, device=device)  # the VAE encodes on the training device
     z_shape = (codec.latent_channels, *(dataset.image_size // codec.downsample,) * 2)  # (C, H, W)
     dit, meta = build_model(cfg, dataset, z_shape)
     if ckpt_io.latest_checkpoint(run_dir) is not None:
@@ -89,8 +91,8 @@ def train(cfg: RunConfig, *, callbacks: Callbacks = Callbacks(), world: World = 
     ema = {k: p.detach().clone().float() for k, p in params.items()}  # initialised from the base
     memory = MinimaxMemory(t.memory_size, math.prod(z_shape), rep=t.representativeness, div=t.diversity)
     start = resume_or_start(cfg, run_dir, meta, dit, opt, ema, memory, device, world.rank)
-    model_fn = dit_callable(world.wrap(dit))
-    schedule = linear_schedule()
+    model_fn = dit_callable(world.wrap(dit), compile=t.compile)
+    schedule = schedule_on(linear_schedule(), device)  # indexed by device timesteps: no copy per step
     null = num_classes_of(dit)
     model_labels = torch.tensor(dataset.model_labels)
     total_params, n_train = count_parameters(dit)
@@ -104,13 +106,14 @@ def train(cfg: RunConfig, *, callbacks: Callbacks = Callbacks(), world: World = 
         g = torch.Generator().manual_seed(derive(t.seed, STREAM_STEP, step))
         idx = batch_indices(t.seed, step, steps_per_epoch, N, t.batch_size)[world.rank :: world.size]
         z0, y = latents.batch(idx, g)  # (n, C, H, W), (n,) dataset classes
-        metrics = train_step(model_fn, schedule, memory, z0.to(device), y, model_labels[y], null, g, cfg)
+        metrics = train_step(model_fn, schedule, memory, to_device(z0, device), y, model_labels[y], null, g, cfg)
         opt.zero_grad(set_to_none=True)
         metrics.pop("loss").backward()
         opt.step()
         update_ema(ema, params, ema_decay(t, step))
         done = step + 1
         if log and (done % t.log_every == 0 or done == total):
+            metrics = {k: v.item() for k, v in metrics.items()}  # the step's only host syncs, at log steps
             metrics.update(step=done, seconds=round(time.time() - tic, 2))
             log.write(metrics)
             bar.set_postfix(loss=f"{metrics['loss_total']:.4f}")
@@ -132,26 +135,28 @@ def train(cfg: RunConfig, *, callbacks: Callbacks = Callbacks(), world: World = 
 
 def train_step(model_fn, schedule: Schedule, memory: MinimaxMemory, z0, y, y_model, null: int,
                g: torch.Generator, cfg: RunConfig) -> dict:
-    """The loss of one batch (key "loss", with gradients) and its parts as floats; updates the memories."""
+    """The loss of one batch (key "loss", with gradients) and its parts as detached 0-d tensors (read them at
+    log steps only: `.item()` waits for the device); updates the memories. y: dataset classes on the CPU."""
     t = cfg.train
     n, device = len(z0), z0.device
-    timesteps = torch.randint(0, NUM_TRAIN_STEPS, (n,), generator=g).to(device)
-    noise = torch.randn(z0.shape, generator=g).to(device)
+    timesteps = to_device(torch.randint(0, NUM_TRAIN_STEPS, (n,), generator=g), device)  # pinned, non-blocking
+    noise = to_device(torch.randn(z0.shape, generator=g), device)
     dropped = torch.rand(n, generator=g) < t.label_dropout
-    labels = torch.where(dropped, torch.full_like(y_model, null), y_model).to(device)
+    labels = to_device(torch.where(dropped, torch.full_like(y_model, null), y_model), device)
     xt = q_sample(schedule, z0, timesteps, noise)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16"):
+    with autocast(device, t.precision):
         out = model_fn(xt, timesteps, labels)
     d = diffusion_loss(schedule, out.float(), z0, xt, timesteps, noise)
     loss = d.per_sample.mean()
-    metrics = {"loss_mse": d.mse.mean().item(), "loss_vb": d.vb.mean().item()}
+    metrics = {"loss_mse": d.mse.detach().mean(), "loss_vb": d.vb.detach().mean()}
     if t.method == "minimax":
         x0, z = d.x0.flatten(1), z0.flatten(1)  # (n, C*H*W)
-        terms = memory.criteria(x0, z, y.to(device))
+        terms = memory.criteria(x0, z, y)  # classes grouped on the host: no sync
         loss = loss + t.lambda_r * terms.pos + t.lambda_d * terms.neg
-        memory.update(x0, z, y.to(device))
-        metrics.update(loss_pos=terms.pos.item(), loss_neg=terms.neg.item())
-    metrics.update(loss=loss, loss_total=loss.item())
+        memory.update(x0, z, y)
+        metrics.update(loss_pos=terms.pos.detach(), loss_neg=terms.neg.detach())
+    metrics.update(loss_total=loss.detach())
+    metrics["loss"] = loss
     return metrics
 
 
@@ -161,53 +166,18 @@ def train_step(model_fn, schedule: Schedule, memory: MinimaxMemory, z0, y, y_mod
 def batch_indices(seed: int, step: int, steps_per_epoch: int, n: int, batch: int) -> torch.Tensor:
     """The global batch of a step: a slice of its epoch's permutation (the last partial batch dropped)."""
     epoch, k = divmod(step, steps_per_epoch)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(derive(seed, STREAM_SHUFFLE, epoch)))
-    return perm[k * batch : (k + 1) * batch]
+    return epoch_permutation(seed, epoch, n)[k * batch : (k + 1) * batch]
 
 
-def ema_decay(t, step: int) -> float:
-    """The EMA decay at `step` (0-based). Pretraining starts from a random init, so its EMA warms up as
-    min(decay, (1 + step) / (10 + step)); fine-tuning keeps the paper's plain decay (its start is the base)."""
-    return min(t.ema_decay, (1 + step) / (10 + step)) if t.method == "pretrain" else t.ema_decay
-
-
-def ema_start_weight(t, steps: int) -> float:
-    """The weight an EMA after `steps` updates still gives its starting point: the product of the decays."""
-    w = 1.0
-    for step in range(steps):
-        w *= ema_decay(t, step)
-        if w < 1e-6:
-            break
-    return w
-
-
-def warn_if_ema_cold(t, steps: int) -> None:
-    """Say plainly when a run ends with an EMA (what sampling uses) that has not warmed: in pretraining, a
-    warm-up that never reached train.ema_decay; in fine-tuning, an EMA still mostly the base model."""
-    if t.method == "pretrain":
-        warm = math.ceil((10 * t.ema_decay - 1) / (1 - t.ema_decay))  # first step whose decay is ema_decay
-        if steps < warm:
-            d = ema_decay(t, max(steps - 1, 0))
-            warnings.warn(f"pretraining ended after {steps} steps, before its EMA warmed up to "
-                          f"train.ema_decay={t.ema_decay} (step {warm}): the EMA averages about the last "
-                          f"{1 / (1 - d):.0f} steps (decay {d:.3f}), not {1 / (1 - t.ema_decay):.0f}")
-        return
-    w = ema_start_weight(t, steps)
-    if w > 0.5:
-        need = math.ceil(math.log(0.5) / math.log(t.ema_decay))
-        warnings.warn(f"the run ended after {steps} steps with an EMA that is still {w:.0%} the base model "
-                      f"(train.ema_decay={t.ema_decay}): samples will show little of this fine-tuning; train "
-                      f"{need}+ steps or lower train.ema_decay")
-
-
-@torch.no_grad()
-def update_ema(ema: dict, params: dict, decay: float) -> None:
-    for name, p in params.items():
-        ema[name].mul_(decay).add_(p.detach().float(), alpha=1 - decay)
+@functools.lru_cache(maxsize=2)
+def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
+    """The data order of an epoch, drawn once per epoch (callers slice it, never write to it)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(derive(seed, STREAM_SHUFFLE, epoch)))
 
 
 def latent_source(cfg: RunConfig, dataset: Dataset, hflip: bool, run_dir: Path, progress: bool, codec=None):
-    """Cached latent moments (encoded once, reused from the run folder) or per-step encoding (parity)."""
+    """Cached latent moments (encoded once, reused from the run folder) or per-step encoding (parity).
+    `codec` (default: loaded on the CPU) encodes on its device; the latents stay on the host (moved per batch)."""
     from rdistill.generate.latents import PerStepEncoder, load_or_encode
 
     codec = codec or load_codec(cfg.data.codec, dataset.channels)

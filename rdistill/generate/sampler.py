@@ -9,7 +9,8 @@ variance interpolation v in [-1, 1].
 Determinism: image `index` of class `label` draws all of its noise from its own CPU torch.Generator seeded
 with `image_seed(seed, label, index)`: first the initial latent, then one tensor per step. Its noise
 therefore never depends on the batch it is in, its position there, the device or the worker. (The model's
-own arithmetic may: CPU matrix kernels round differently for different batch sizes, ~1e-6 per forward.)
+own arithmetic might: CPU matrix kernels round products of fewer than 4 rows differently, ~1e-6 per
+forward; DiTCall's `fast_forward_` pads those, so a DiT's images do not depend on their batch either.)
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import math
 import torch
 from tqdm import tqdm
 
+from rdistill.common.devices import to_device
 from rdistill.common.seeds import derive
-from rdistill.models.dit import DiTCall
+from rdistill.models.dit import DiTCall, autocast
 from rdistill.generate.diffusion import (NUM_TRAIN_STEPS, Schedule, learned_log_variance, linear_schedule, predict_x0,
                                 q_posterior_mean, respace)
 
@@ -28,6 +30,8 @@ DEFAULT_STEPS = 50  # SPEC.md section 3
 DEFAULT_GUIDANCE = 4.0  # SPEC.md section 3
 DIT_GUIDED_CHANNELS = 3  # DiT guides the first 3 of the 4 latent eps channels (SPEC.md section 3)
 METHODS = ("ddpm", "ddim")
+DEFAULT_BATCH_SIZE = 25  # images per forward: batches 5-25 run alike per image on CPU, 50 ~6% slower (benchmarks/)
+PRECISIONS = ("fp32", "bf16")  # the model's forward: float32, or bfloat16 autocast (the chain stays float32)
 
 
 # Noise, one generator per image:
@@ -134,7 +138,13 @@ def _check_ids(labels: torch.Tensor, indices: torch.Tensor) -> None:
         raise ValueError(f"{len(labels)} labels but {len(indices)} indices")
 
 
-def _check_sample_args(model, labels, indices, shape, num_classes, steps, guidance, guidance_channels, method) -> None:
+def schedule_on(s: Schedule, device: torch.device) -> Schedule:
+    """The schedule with its tensors on `device`, so indexing it by device timesteps copies nothing per step."""
+    return Schedule(betas=s.betas.to(device), timesteps=s.timesteps.to(device))
+
+
+def _check_sample_args(model, labels, indices, shape, num_classes, steps, guidance, guidance_channels, method,
+                       precision="fp32") -> None:
     if isinstance(model, DiTCall) and model.training:
         raise ValueError("the DiT is in training mode: label dropout would drop class labels at random; call .eval()")
     _check_ids(labels, indices)
@@ -150,6 +160,8 @@ def _check_sample_args(model, labels, indices, shape, num_classes, steps, guidan
         raise ValueError(f"guidance_channels must be >= 1 or None, got {guidance_channels}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
 
 
 def sample(
@@ -166,52 +178,57 @@ def sample(
     method: str = "ddpm",
     progress: bool = False,
     batch_size: int | None = None,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """Latents (N, C, H, W) of images `indices` of classes `labels`, on the model's device.
 
     `steps` of the 1000-step linear schedule, respaced; guidance > 1 runs the conditional and the null-class
     halves in one forward. The chain runs in float32 (float64 for a float64 model); the model sees its dtype.
-    With `batch_size`, the model always sees batches of exactly that many images (the last one padded
-    with copies of its first image): CPU matrix kernels round small batches differently, so this makes
-    each image bit-identical whatever else is sampled with it (IPC 10 is then an exact prefix of IPC 100).
+    With `batch_size`, the images run in consecutive batches of that many (the last one may be shorter;
+    nothing is padded, so only kept images are computed). Through DiTCall on the CPU every image is then
+    bit-identical whatever else, and however many, are sampled with it (rdistill.models.dit.fast_forward_),
+    so IPC 10 is an exact prefix of IPC 100 at any batch size. On CUDA, cuBLAS may choose other kernels
+    for other batch sizes: the same batch_size gives the same bytes; a prefix is exact when the smaller
+    IPC is a multiple of the batch size.
     """
-    _check_sample_args(model, labels, indices, shape, num_classes, steps, guidance, guidance_channels, method)
+    _check_sample_args(model, labels, indices, shape, num_classes, steps, guidance, guidance_channels, method,
+                       precision)
     kwargs = dict(seed=seed, shape=shape, num_classes=num_classes, steps=steps, guidance=guidance,
-                  guidance_channels=guidance_channels, method=method, progress=progress)
+                  guidance_channels=guidance_channels, method=method, progress=progress, precision=precision)
     if batch_size is None:
         return _sample_batch(model, labels, indices, **kwargs)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    out = []
-    for lab, idx in zip(labels.split(batch_size), indices.split(batch_size)):
-        n, pad = len(lab), batch_size - len(lab)
-        lab, idx = torch.cat([lab, lab[:1].repeat(pad)]), torch.cat([idx, idx[:1].repeat(pad)])
-        out.append(_sample_batch(model, lab, idx, **kwargs)[:n])
-    return torch.cat(out)
+    batches = zip(labels.split(batch_size), indices.split(batch_size))
+    return torch.cat([_sample_batch(model, lab, idx, **kwargs) for lab, idx in batches])
 
 
 def _sample_batch(model, labels, indices, *, seed, shape, num_classes, steps, guidance, guidance_channels,
-                  method, progress) -> torch.Tensor:
-    """One batch of `sample`, run as given."""
+                  method, progress, precision) -> torch.Tensor:
+    """One batch of `sample`, run as given. The host never reads a device value (no per-step sync)."""
     # Setup:
     device, dtype = _placement(model)
     chain = torch.promote_types(dtype, torch.float32)
     schedule = respace(linear_schedule(), steps)
+    timesteps = schedule.timesteps.tolist()  # read on the host, before the schedule moves to the device
+    schedule = schedule_on(schedule, device)
     noise = NoiseStream(seed, labels, indices, shape)
     cfg = guidance > 1.0
-    y = labels.to(device=device, dtype=torch.long)  # (N,)
+    y = to_device(labels.long(), device)  # (N,)
     if cfg:
         y = torch.cat([y, torch.full_like(y, num_classes)])  # (2N,): conditional, then null class
-    x = noise.next().to(device=device, dtype=chain)  # (N, C, H, W)
+    x = to_device(noise.next(), device).to(chain)  # (N, C, H, W)
 
     # Denoise from the last step to step 0:
     with torch.no_grad():
         for i in tqdm(range(steps - 1, -1, -1), disable=not progress, desc="sampling"):
-            t = torch.full_like(y, int(schedule.timesteps[i]))  # (N,) or (2N,): original timestep labels
+            t = torch.full_like(y, timesteps[i])  # (N,) or (2N,): original timestep labels
             x_in = torch.cat([x, x]) if cfg else x
-            out = model(x_in.to(dtype), t, y).to(chain)  # (N or 2N, 2C, H, W)
+            with autocast(device, precision):
+                out = model(x_in.to(dtype), t, y)
+            out = out.to(chain)  # (N or 2N, 2C, H, W)
             if cfg:
                 out = guided_output(*out.chunk(2), guidance, guidance_channels)  # (N, 2C, H, W)
-            z = noise.next().to(device=device, dtype=chain)  # drawn at every step whatever the method
+            z = to_device(noise.next(), device).to(chain)  # drawn at every step whatever the method
             x = ddpm_step(schedule, x, i, out, z) if method == "ddpm" else ddim_step(schedule, x, i, out)
     return x

@@ -10,8 +10,10 @@ launches and records: images never pass through it, so its memory does not grow 
 Determinism: image i of dataset class k draws its noise from `sampler.image_seed(seed, model_labels[k], i)`,
 keyed on the MODEL label (a class keeps its noise across runs that sample other subsets of classes), so a
 task gives the same shard on any worker, in any order, after any retry. Batches start at the chunk's first
-index, so the same chunk_size and batch_size give byte-identical shards; IPC k is then a prefix of a larger
-IPC (`read_surrogate(folder, ipc=k)`).
+index and are never padded: only kept images are computed (the chunk's last batch may be short). On the
+CPU an image's bytes do not depend on its batch (rdistill.models.dit.fast_forward_), so IPC k is a prefix
+of a larger IPC at any batch size (`read_surrogate(folder, ipc=k)`); on CUDA the same batch_size (recorded
+in the manifest) gives the same bytes.
 
 On a multi-node cluster, `run_dir` and `out` must be on storage every node sees (NFS, a mounted bucket).
 
@@ -35,7 +37,8 @@ from rdistill.data.shards import Manifest, ShardInfo, check_overwrite, shard_is_
 from rdistill.distributed.tasks import run_calls
 from rdistill.generate.checkpoint import RunMeta, latest_checkpoint, weights_hash
 from rdistill.generate.diffusion import NUM_TRAIN_STEPS
-from rdistill.generate.sampler import DEFAULT_GUIDANCE, DEFAULT_STEPS, DIT_GUIDED_CHANNELS, METHODS
+from rdistill.generate.sampler import (DEFAULT_BATCH_SIZE, DEFAULT_GUIDANCE, DEFAULT_STEPS, DIT_GUIDED_CHANNELS, METHODS,
+                                       PRECISIONS)
 
 # The surrogate set's method name for each kind of training run (config train.method).
 RUN_METHODS = {"pretrain": "dit", "difffit": "difffit", "minimax": "minimax"}
@@ -52,11 +55,14 @@ class SampleJob:
     guidance_channels: int | None = DIT_GUIDED_CHANNELS  # eps channels guided; None = all (DiT: first 3)
     method: str = "ddpm"  # ddpm (the paper's) | ddim
     chunk_size: int = 50  # images per shard, i.e. per task
-    batch_size: int = 50  # images per forward pass (the CFG halves double it)
+    batch_size: int = DEFAULT_BATCH_SIZE  # images per forward (CFG doubles the rows); a chunk's last batch may
+    # be shorter: nothing is padded. Per image, batches 5-25 run alike on CPU (benchmarks/sampling_ipc.py)
     classes: tuple[str | int, ...] | None = None  # class names or dataset indices; None = all
     overwrite: bool = False  # replace a folder holding another set
     workers: int = 0  # Ray tasks in flight; 0 = run every task in this process
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the DiT's forward; the sampling chain stays float32)
+    compile: bool = False  # torch.compile the DiT (worth it on a GPU; minutes of compiling on a CPU)
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,7 @@ def check_job(job: SampleJob) -> None:
         ("guidance", job.guidance >= 0, ">= 0"),
         ("guidance_channels", job.guidance_channels is None or job.guidance_channels >= 1, ">= 1 or None (all)"),
         ("method", job.method in METHODS, f"one of {METHODS}"),
+        ("precision", job.precision in PRECISIONS, f"one of {PRECISIONS}"),
         ("chunk_size", job.chunk_size >= 1, ">= 1"),
         ("batch_size", job.batch_size >= 1, ">= 1"),
         ("workers", job.workers >= 0, ">= 0 (0 = no Ray)"),
@@ -123,8 +130,8 @@ class SamplingModel:
 
 
 @functools.lru_cache(maxsize=1)
-def load_sampling_model(run_dir: str, checkpoint: str, device: str) -> SamplingModel:
-    """The run's newest EMA model and its codec, loaded once per process (cached by run, checkpoint, device)."""
+def load_sampling_model(run_dir: str, checkpoint: str, device: str, compile: bool = False) -> SamplingModel:
+    """The run's newest EMA model and its codec (VAE on the same device), loaded once per process."""
     from rdistill.common.devices import resolve_device
     from rdistill.models.codec import load_codec
     from rdistill.models.dit import num_classes_of
@@ -135,7 +142,8 @@ def load_sampling_model(run_dir: str, checkpoint: str, device: str) -> SamplingM
     dit, meta = load_run(run_dir, weights="ema", device=dev)
     channels = meta.latent_shape[0] if meta.codec == "pixel" else 3  # the SD VAE takes RGB
     codec = load_codec(meta.codec, channels, device=dev)
-    return SamplingModel(dit_callable(dit), num_classes_of(dit), meta, codec, weights_hash(Path(checkpoint)), dev)
+    model = dit_callable(dit, compile=compile)
+    return SamplingModel(model, num_classes_of(dit), meta, codec, weights_hash(Path(checkpoint)), dev)
 
 
 def newest_checkpoint(run_dir) -> Path:
@@ -153,16 +161,16 @@ def generate_chunk(job: SampleJob, task: Task, source: str | None = None) -> Sha
     from rdistill.data.shards import shard_row, write_shard
 
     run_dir = str(Path(job.run_dir).resolve())
-    g = load_sampling_model(run_dir, str(newest_checkpoint(run_dir)), job.device)
+    g = load_sampling_model(run_dir, str(newest_checkpoint(run_dir)), job.device, job.compile)
     if source is not None and g.source != source:
         raise ValueError(f"run {run_dir} now holds checkpoint {g.source}, not {source}: rerun to sample the new one")
     name, y_model = g.meta.classes[task.label], g.meta.model_labels[task.label]
     rows = []
     for idx in torch.tensor(list(task.indices)).split(job.batch_size):  # batches start at the chunk's start
-        y = torch.full_like(idx, y_model)  # (n,) model labels
+        y = torch.full_like(idx, y_model)  # (n,) model labels; n < batch_size only for the chunk's last batch
         z = sample(g.model, y, idx, seed=job.seed, shape=tuple(g.meta.latent_shape), num_classes=g.num_classes,
                    steps=job.steps, guidance=job.guidance, guidance_channels=job.guidance_channels,
-                   method=job.method, batch_size=job.batch_size)  # (n, C, h, w); padded: bit-exact prefixes
+                   method=job.method, precision=job.precision)  # (n, C, h, w); unpadded: bytes independent of n (CPU)
         x = g.codec.decode(z).cpu()  # (n, c, H, W) in [-1, 1]
         rows += [shard_row(img, task.label, name, job.seed, i, g.source) for img, i in zip(x, idx.tolist())]
     return write_shard(job.out, rows, shard_name(task.label, task.chunk), classes=g.meta.classes)
@@ -177,7 +185,8 @@ def build_manifest(job: SampleJob, meta: RunMeta, ckpt: Path) -> Manifest:
     where = ("run_dir", "out", "classes", "overwrite", "workers", "device")  # not what the images are
     sampling = {k: v for k, v in asdict(job).items() if k not in where}
     config = {"sampling": sampling, "run": to_dict(run_cfg), "checkpoint": ckpt.name,
-              "noise": "sampler.image_seed(seed, model label, index)"}
+              "noise": "sampler.image_seed(seed, model label, index)",
+              "batching": "unpadded batches of sampling.batch_size from each chunk's start"}
     if meta.base is not None:  # a fine-tuned run: the exact base weights under its trainable ones
         config["base"] = meta.base
     return Manifest(list(meta.classes), list(meta.model_labels), job.ipc, set_method(run_cfg),

@@ -9,11 +9,14 @@ frequency exponent by 127 where the original divides by 128; `share_embedders` r
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from diffusers import DiTTransformer2DModel
+from diffusers.models.embeddings import CombinedTimestepLabelEmbeddings
 from torch import nn
 
 
@@ -146,26 +149,123 @@ def from_architecture(arch: dict, device: str | torch.device = "cpu") -> DiTTran
     return share_embedders(dit, check_equal=False)
 
 
+def autocast(device: torch.device, precision: str):
+    """The context a forward runs in: bf16 autocast (CUDA or CPU) for "bf16", nothing for "fp32"."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision != "bf16":
+        raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+# --- A faster forward, computing the same thing ---------------------------------------------------------
+#
+# diffusers calls the timestep/class embedder in every block (norm1.emb) and again for the output: depth + 1
+# calls per forward where rdistill's tied embedder needs one. `fast_forward_` memoises each embedder for the
+# duration of one forward of its DiT (the memo is dropped when the forward ends, so no graph or stale value
+# outlives it). It also makes every row of the output independent of how many rows share the batch: CPU
+# matrix kernels round a product of fewer than 4 rows (and a 1-image convolution) differently from larger
+# ones (measured, torch 2.14 CPU), so those few-row calls are padded to 4 rows. With it, an image sampled
+# alone or in any batch is bit-identical (see rdistill.generate.sampler), and no image has to be padded.
+
+MIN_ROWS = 4  # fewest rows whose CPU matrix product rounds like any larger batch's (measured, torch 2.14)
+
+
+class _MemoEmbeddings(CombinedTimestepLabelEmbeddings):
+    """The timestep + class embedder, computed once per (timestep, labels) pair while its DiT's forward runs."""
+
+    def forward(self, timestep, class_labels, hidden_dtype=None):
+        memo = self.__dict__.get("_memo")
+        if memo and memo[0] is timestep and memo[1] is class_labels and memo[2] == hidden_dtype:
+            return memo[3]
+        out = super().forward(timestep, class_labels, hidden_dtype=hidden_dtype)  # (N, D)
+        if memo is not None:  # inside a DiT forward
+            self.__dict__["_memo"] = (timestep, class_labels, hidden_dtype, out)
+        return out
+
+
+class _RowStableLinear(nn.Linear):
+    """nn.Linear whose output rows do not depend on how many rows it gets (fewer than MIN_ROWS are padded)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // x.shape[-1] if x.numel() else 0
+        if 0 < rows < MIN_ROWS:
+            flat = F.pad(x.reshape(rows, x.shape[-1]), (0, 0, 0, MIN_ROWS - rows))  # (MIN_ROWS, K)
+            return F.linear(flat, self.weight, self.bias)[:rows].reshape(*x.shape[:-1], -1)
+        return F.linear(x, self.weight, self.bias)
+
+
+class _RowStableConv2d(nn.Conv2d):
+    """nn.Conv2d (the patch embedding) whose output images do not depend on the batch size."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        if x.dim() == 4 and 0 < n < MIN_ROWS:
+            return super().forward(torch.cat([x, x[:1].expand(MIN_ROWS - n, *x.shape[1:])]))[:n]
+        return super().forward(x)
+
+
+def _memo_on(dit, args):
+    for emb in dit._rdistill_embedders:
+        emb.__dict__["_memo"] = ()
+
+
+def _memo_off(dit, args, output):
+    for emb in dit._rdistill_embedders:
+        emb.__dict__["_memo"] = None
+
+
+def fast_forward_(dit: DiTTransformer2DModel) -> DiTTransformer2DModel:
+    """Compute the conditioning once per forward and make output rows batch-independent (in place, idempotent).
+
+    Parameters, state dict, config and results (bit for bit at 4 or more images per forward) are unchanged."""
+    if getattr(dit, "_rdistill_embedders", None) is not None:
+        return dit
+    embedders = []
+    for m in dit.modules():
+        if type(m) is CombinedTimestepLabelEmbeddings:
+            m.__class__ = _MemoEmbeddings
+        if type(m) is _MemoEmbeddings and all(m is not e for e in embedders):
+            embedders.append(m)
+        elif type(m) is nn.Linear:
+            m.__class__ = _RowStableLinear
+        elif type(m) is nn.Conv2d:
+            m.__class__ = _RowStableConv2d
+    dit._rdistill_embedders = embedders
+    dit.register_forward_pre_hook(_memo_on)
+    dit.register_forward_hook(_memo_off, always_call=True)
+    return dit
+
+
 class DiTCall:
     """The interface the loss and the sampler share: `model(x, t, y) -> (N, 2C, H, W)` for a diffusers
     DiTTransformer2DModel (or a DDP wrapper of one), x (N, C, H, W), t (N,) timesteps, y (N,) labels.
-    Carries the model's device, dtype and training flag (the sampler refuses training mode)."""
+    Carries the model's device, dtype and training flag (the sampler refuses training mode).
+    The DiT gets `fast_forward_` (same results; one conditioning embedding per forward). `compile`: run it
+    through torch.compile (True: the default inductor backend; a string names another backend)."""
 
-    def __init__(self, dit: torch.nn.Module):
+    def __init__(self, dit: torch.nn.Module, compile: bool | str = False):
+        self.module = dit
+        base = getattr(dit, "module", dit)  # under DDP, the DiT itself
+        if isinstance(base, DiTTransformer2DModel):
+            fast_forward_(base)
+        if compile:
+            dit = torch.compile(dit) if compile is True else torch.compile(dit, backend=compile)
         self.dit = dit
 
-    device = property(lambda self: next(self.dit.parameters()).device)
-    dtype = property(lambda self: next(self.dit.parameters()).dtype)
-    training = property(lambda self: self.dit.training)
+    device = property(lambda self: next(self.module.parameters()).device)
+    dtype = property(lambda self: next(self.module.parameters()).dtype)
+    training = property(lambda self: self.module.training)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.dit(x, timestep=t, class_labels=y).sample
 
 
-def dit_callable(dit: torch.nn.Module) -> DiTCall:
+def dit_callable(dit: torch.nn.Module, compile: bool | str = False) -> DiTCall:
     """`model(x, t, y) -> out` over a DiT (see DiTCall)."""
-    return DiTCall(dit)
+    return DiTCall(dit, compile)
 
 
 __all__ = ["PRESETS", "DiTSize", "preset", "dit_kwargs", "build_dit", "share_embedders", "init_dit_",
-           "load_diffusers_folder", "architecture", "from_architecture", "DiTCall", "dit_callable"]
+           "load_diffusers_folder", "architecture", "from_architecture", "DiTCall", "dit_callable", "fast_forward_",
+           "autocast", "MIN_ROWS"]

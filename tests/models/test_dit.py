@@ -92,3 +92,105 @@ def test_unknown_preset_and_bad_patch():
     with pytest.raises(ValueError, match="patch"):
         build_dit("dit-tiny/4", 6, 4, 10)
     assert {"dit-tiny", "dit-s/2", "dit-b/2", "dit-l/2", "dit-xl/2"} <= set(PRESETS)
+
+
+# fast_forward_ (DiTCall): one conditioning embedding per forward, rows independent of the batch (issue 12):
+
+
+def inputs(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 4, 8, 8, generator=g), torch.randint(0, 1000, (n,), generator=g), torch.arange(n) % 11
+
+
+def plain_and_fast(model):
+    import copy
+
+    plain = copy.deepcopy(model)
+    return (lambda x, t, y: plain(x, timestep=t, class_labels=y).sample), dit_callable(model)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_fast_forward_gives_the_plain_models_outputs_and_gradients(tied):
+    from diffusers import DiTTransformer2DModel
+
+    if tied:
+        model = randomize_(tiny())
+    else:  # a diffusers DiT with a separate embedder per block
+        torch.manual_seed(0)
+        model = randomize_(DiTTransformer2DModel(sample_size=8, in_channels=4, out_channels=8, patch_size=2, num_layers=2,
+                                                 num_attention_heads=2, attention_head_dim=32, num_embeds_ada_norm=10))
+        for block in model.transformer_blocks:  # no random label dropout: it would differ between the two
+            block.norm1.emb.class_embedder.dropout_prob = 0.0
+    plain, fast = plain_and_fast(model.train())
+    x, t, y = inputs(6)
+    a, b = plain(x, t, y), fast(x, t, y)
+    assert torch.equal(a, b)  # 4 or more images: bit for bit
+    a.square().sum().backward()
+    b.square().sum().backward()
+    grads = lambda m: {k: p.grad for k, p in m.named_parameters() if p.grad is not None}
+    ga, gb = grads(plain.__closure__[0].cell_contents), grads(model)
+    assert ga.keys() == gb.keys()  # the embedder's gradient is summed in another order: within rounding
+    assert all(torch.allclose(ga[k], gb[k], rtol=1e-5, atol=1e-6 * ga[k].abs().max()) for k in ga)
+    small = [fast(x[:n], t[:n], y[:n]) for n in (1, 2, 3)]  # padded few-row products: within rounding
+    assert all(torch.allclose(s, a[: len(s)], atol=1e-5) for s in small)
+
+
+def test_the_conditioning_embedder_runs_once_per_forward(monkeypatch):
+    from diffusers.models.embeddings import CombinedTimestepLabelEmbeddings
+
+    calls, forward = [], CombinedTimestepLabelEmbeddings.forward
+    monkeypatch.setattr(CombinedTimestepLabelEmbeddings, "forward", lambda self, *a, **k: calls.append(1) or forward(self, *a, **k))
+    model = randomize_(tiny())
+    plain, fast = plain_and_fast(model)
+    x, t, y = inputs(4)
+    plain(x, t, y)
+    assert len(calls) == len(model.transformer_blocks) + 1  # diffusers: every block and the output
+    calls.clear()
+    fast(x, t, y)
+    fast(x, t, y)  # the same tensors again: a new forward computes it anew (nothing outlives a forward)
+    assert len(calls) == 2
+    assert model.transformer_blocks[0].norm1.emb.__dict__["_memo"] is None
+
+
+def test_fast_forward_keeps_the_state_dict_and_sees_through_a_ddp_wrapper():
+    model = randomize_(tiny())
+    keys = list(model.state_dict())
+
+    class Wrapper(torch.nn.Module):  # what DDP looks like to DiTCall: the DiT under .module
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, *a, **k):
+            return self.module(*a, **k)
+
+    dit_callable(Wrapper(model))
+    assert list(model.state_dict()) == keys and model._rdistill_embedders
+    assert type(model.proj_out_1).__name__ == "_RowStableLinear"
+
+
+def test_an_image_gives_the_same_bits_alone_or_in_any_batch():
+    fast = dit_callable(randomize_(tiny()).eval())
+    x, t, y = inputs(9)
+    with torch.no_grad():
+        whole = fast(x, t, y)
+        for n in range(1, 9):
+            assert torch.equal(fast(x[:n], t[:n], y[:n]), whole[:n]), n
+
+
+def test_difffit_gammas_are_a_multiply_in_the_forward_not_hooks_and_pickle():
+    import pickle
+
+    import torch.nn.functional as F
+
+    dit = apply_difffit(randomize_(tiny()))
+    q = dit.transformer_blocks[0].attn1.to_q
+    assert not any(m._forward_hooks for m in dit.modules())
+    with torch.no_grad():
+        q.difffit_gamma.copy_(torch.linspace(0.5, 1.5, q.out_features))
+    x = torch.randn(5, q.in_features)
+    assert torch.equal(q(x), F.linear(x, q.weight, q.bias) * q.difffit_gamma)
+    copy = pickle.loads(pickle.dumps(dit))
+    inputs_ = (torch.randn(4, 4, 8, 8), torch.tensor([1, 2, 3, 4]), torch.tensor([0, 1, 2, 3]))
+    with torch.no_grad():
+        assert torch.equal(dit_callable(copy)(*inputs_), dit_callable(dit)(*inputs_))
