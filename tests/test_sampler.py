@@ -197,6 +197,16 @@ def test_batches_are_not_padded_only_kept_images_are_computed():
     assert [n for n, _ in calls[:: KW["steps"]]] == [4, 4, 2]  # guided rows: 2 x (2, 2, 1) images
 
 
+def test_a_scale_below_one_mixes_toward_the_unconditional_output():
+    rows = {}
+    for g in (1.0, 0.5, 0.0, 4.0):
+        calls = []
+        rows[g] = (sample(rowwise_model(calls), torch.full((2,), 2), torch.arange(2), **{**KW, "guidance": g}),
+                   {n for n, _ in calls})
+    assert rows[1.0][1] == {2} and rows[0.5][1] == rows[0.0][1] == rows[4.0][1] == {4}  # both halves but at 1
+    assert not torch.equal(rows[0.5][0], rows[1.0][0]) and not torch.equal(rows[0.5][0], rows[0.0][0])
+
+
 def test_dit_images_are_bit_identical_at_any_batch_size_and_ipc():
     """fast_forward_ pads the few-row products, so no image depends on its batch (none is padded)."""
     model = dit_callable(tiny_dit())

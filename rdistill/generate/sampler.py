@@ -182,8 +182,8 @@ def sample(
 ) -> torch.Tensor:
     """Latents (N, C, H, W) of images `indices` of classes `labels`, on the model's device.
 
-    `steps` of the 1000-step linear schedule, respaced; guidance > 1 runs the conditional and the null-class
-    halves in one forward. The chain runs in float32 (float64 for a float64 model); the model sees its dtype.
+    `steps` of the 1000-step linear schedule, respaced; guidance other than 1 runs the conditional and the
+    null-class halves in one forward (below 1 it mixes toward the unconditional output). The chain runs in float32 (float64 for a float64 model); the model sees its dtype.
     With `batch_size`, the images run in consecutive batches of that many (the last one may be shorter;
     nothing is padded, so only kept images are computed). Through DiTCall on the CPU every image is then
     bit-identical whatever else, and however many, are sampled with it (rdistill.models.dit.fast_forward_),
@@ -213,7 +213,7 @@ def _sample_batch(model, labels, indices, *, seed, shape, num_classes, steps, gu
     timesteps = schedule.timesteps.tolist()  # read on the host, before the schedule moves to the device
     schedule = schedule_on(schedule, device)
     noise = NoiseStream(seed, labels, indices, shape)
-    cfg = guidance > 1.0
+    cfg = guidance != 1.0  # below 1 mixes toward the unconditional output, 0 is unconditional
     y = to_device(labels.long(), device)  # (N,)
     if cfg:
         y = torch.cat([y, torch.full_like(y, num_classes)])  # (2N,): conditional, then null class
