@@ -25,7 +25,8 @@ LOOPBACK_ENV = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool = True):
-    """ray.init once: `address` None starts a local Ray; "auto" or "ray://host:port" joins a cluster.
+    """ray.init once: `address` None starts a new local Ray (never joins a `ray start` cluster that happens to
+    run on this machine; RAY_ADDRESS still wins); "auto" or "ray://host:port" joins a cluster.
 
     An unreachable address raises ValueError naming it, before any work starts.
     """
@@ -48,7 +49,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
         kwargs["num_cpus"] = num_cpus
     sigterm = signal.getsignal(signal.SIGTERM)
     try:
-        ray.init(address=address, log_to_driver=not quiet, configure_logging=True,
+        ray.init(address="local" if local else address, log_to_driver=not quiet, configure_logging=True,
                  logging_level="ERROR" if quiet else "INFO", **kwargs)
     except (ConnectionError, RuntimeError, TimeoutError) as e:
         raise ValueError(f"cannot reach a Ray cluster at {address!r}: {e}") from None
