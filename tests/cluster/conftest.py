@@ -30,9 +30,11 @@ def mlflow_url(tmp_path_factory):
     stop(proc)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cluster(tmp_path_factory, s3, mlflow_url):
-    """(ray.cluster_utils.Cluster, {"head": folder, "n2": folder}) with the driver connected to it."""
+    """(ray.cluster_utils.Cluster, {"head": folder, "n2": folder}) with the driver connected to it.
+    One per test module: a Ray cluster (and the driver's connection to it) must not outlive the cluster
+    tests, or the next test's local `ray.init` would find it and refuse to start its own."""
     import ray
     from ray.cluster_utils import Cluster
 
