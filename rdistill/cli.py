@@ -97,5 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run() -> None:
+    """The console script (and `python -m rdistill.cli`): main's exit code. After an interrupt the process
+    leaves at once: finished work is already recorded, and Ray 2.60's teardown after force-cancelled
+    tasks can abort in a C++ thread (`Tried to complete task that was not pending`), which would turn
+    130/143 into a crash. Ray's reaper stops the local Ray's processes when this one is gone."""
+    code = main()
+    if code in (EXIT_SIGINT, EXIT_SIGTERM):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()
