@@ -13,7 +13,7 @@ IPC, STEPS, CLASSES = 3, 4, ("0", "1", "2", "3")  # 4 classes x 2 chunks = 8 tas
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never a cluster that runs here
     yield ray
     ray.shutdown()
 

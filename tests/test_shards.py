@@ -248,7 +248,7 @@ def test_pyarrow_dataset_reads_the_folder(surrogate):
 @pytest.fixture(scope="module")
 def ray_local():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=1, include_dashboard=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False)
     yield ray
     ray.shutdown()
 

@@ -107,7 +107,7 @@ def test_the_script_refuses_bad_input_before_any_work(tmp_path, capsys, flags, m
 def local_ray():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never a cluster that runs here
     yield ray
     ray.shutdown()
 

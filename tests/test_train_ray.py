@@ -68,7 +68,7 @@ def test_restore_keeps_a_newer_local_checkpoint(base, tmp_path):
 def local_ray():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # never a cluster that runs here
     yield ray
     ray.shutdown()
 
