@@ -70,6 +70,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="Ray Train workers (DDP); 0 (default) trains in this process. A --out in storage "
                         "(s3://...) trains on Ray Train too")
     add_ray_args(p)
+    p.add_argument("--cpus-per-worker", type=float, default=0.9, help="CPUs each Train worker requests (default 0.9)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any config key, e.g. train.ema_decay=0.999")
 
 
@@ -130,6 +131,7 @@ def run_train(args) -> None:
     check_stored_run(cfg)
     connect(args.address)
     result = fit_ray(cfg, num_workers=max(1, args.workers), gpus_per_worker=args.gpus_per_worker,
+                     cpus_per_worker=args.cpus_per_worker,
                      worker_resources=parse_resources(args.worker_resources), progress=not args.no_progress)
     if result.error is not None:
         raise result.error
