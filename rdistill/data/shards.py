@@ -225,11 +225,11 @@ def check_overwrite(folder, manifest_fingerprint: str, overwrite: bool) -> Manif
 
 
 def stale_temporaries(folder) -> list[str]:
-    """Names of what killed writers left in a local set folder (common.files' `.<name>.*.tmp`); storage's
-    own temporaries (`.tmp-*`) are never listed, so never read."""
+    """Names of what killed writers left in a local set folder (`.<name>.*.tmp`, storage's `.tmp-*`). On an
+    object store a leftover temporary is never listed, so never read."""
     if storage.is_uri(folder) or not Path(folder).is_dir():
         return []
-    return sorted(p.name for p in Path(folder).glob(f".*{TMP_SUFFIX}"))
+    return sorted(p.name for p in [*Path(folder).glob(f".*{TMP_SUFFIX}"), *Path(folder).glob(f"{storage.TMP_PREFIX}*")])
 
 
 # Reading:
