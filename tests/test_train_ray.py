@@ -64,6 +64,19 @@ def test_restore_keeps_a_newer_local_checkpoint(base, tmp_path):
     assert step_of(latest_checkpoint(cfg.out)) == 8
 
 
+def test_restore_into_scratch_drops_checkpoints_ray_does_not_know(base, tmp_path):
+    from ray.train import Checkpoint
+
+    cfg = finetune_cfg(base, tmp_path / "run", max_steps=8)
+    train(cfg, progress=False)  # checkpoints at 4 and 8
+    packed = package(sorted((Path(cfg.out) / "checkpoints").glob("step-*"))[0], str(tmp_path / "packed"))
+    restore(Checkpoint.from_directory(packed), Path(cfg.out), size=2)  # rank 1 has no memories at step 8
+    assert step_of(latest_checkpoint(cfg.out)) == 4
+    train(cfg, progress=False)  # checkpoints 4 and 8 again
+    restore(Checkpoint.from_directory(packed), Path(cfg.out), scratch=True)  # a node's cache of a stored run
+    assert step_of(latest_checkpoint(cfg.out)) == 4
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     import ray

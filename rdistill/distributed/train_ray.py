@@ -75,7 +75,7 @@ def fit_ray(cfg: RunConfig, *, num_workers: int = 1, use_gpu: bool | None = None
     filesystem, path = storage.resolve(location)
     loop_config = {"cfg": to_dict(cfg), "hooks": hooks, "cpus": cpus_per_worker, "gpu": bool(gpus),
                    "progress": progress}
-    trainer = TorchTrainer(
+    make_trainer = lambda: TorchTrainer(  # noqa: E731
         train_worker,
         train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=bool(gpus),
@@ -89,10 +89,30 @@ def fit_ray(cfg: RunConfig, *, num_workers: int = 1, use_gpu: bool | None = None
             callbacks=list(train_callbacks),
         ),
     )
-    result = trainer.fit()
+    result = fit_resuming(make_trainer, max_failures)
     if storage.is_uri(cfg.out) and result.checkpoint is not None:
         publish(result.checkpoint, cfg.out)
     return result
+
+
+def fit_resuming(make_trainer, retries: int):
+    """trainer.fit(); when Ray Train's controller itself fails because a worker died while the worker group was
+    being restarted (Ray 2.60 raises that as a non-retryable ControllerError), fit again: the same run name
+    and storage resume from the run's stored checkpoints."""
+    import warnings
+
+    import ray.exceptions
+    import ray.train
+
+    for attempt in range(retries + 1):
+        try:
+            return make_trainer().fit()
+        except ray.train.ControllerError as e:
+            died = isinstance(getattr(e, "controller_failure", None), ray.exceptions.ActorDiedError)
+            if not died or attempt == retries:
+                raise
+            warnings.warn(f"Ray Train's controller failed as a worker died during a restart; fitting again from "
+                          f"the run's stored checkpoints ({attempt + 1} of {retries})")
 
 
 def declared_gpus(cfg: RunConfig, use_gpu: bool | None, gpus_per_worker: float | None) -> float:
@@ -152,6 +172,7 @@ def train_worker(config: dict) -> None:
     import ray.train
     import torch
 
+    from rdistill import storage
     from rdistill.distributed.cluster import limit_threads
     from rdistill.generate.finetune import train
 
@@ -165,7 +186,7 @@ def train_worker(config: dict) -> None:
 
     # Setup the run folder of this node (one writer per node), then start together:
     if ctx.get_local_rank() == 0:
-        restore(ray.train.get_checkpoint(), run_dir)
+        restore(ray.train.get_checkpoint(), run_dir, size, scratch=storage.is_uri(cfg.out))
         if ray.train.get_checkpoint() is None:
             restore_published(cfg.out, run_dir)
         if size > 1:
@@ -291,14 +312,24 @@ def restore_published(location: str, run_dir: Path) -> None:
     shutil.copytree(theirs, ckpt_io.checkpoint_dir(run_dir, step_of(theirs)), dirs_exist_ok=True)
 
 
-def restore(checkpoint, run_dir: Path) -> None:
+def restore(checkpoint, run_dir: Path, size: int = 1, scratch: bool = False) -> None:
     """Copy a Ray Train checkpoint (a `package`, with every rank's memories) into run_dir unless run_dir's own
-    newest is newer (at the same step, files missing here, such as other ranks' memories, are added)."""
+    newest is newer and holds all `size` ranks' memories (at the same step, files missing here, such as other
+    ranks' memories, are added). `scratch` (a run stored at a URI): the node's folder is only a cache, and
+    checkpoints Ray Train does not know of are dropped (another node's rank may lack their memories)."""
+    theirs_step = None
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            theirs = ckpt_io.latest_checkpoint(d)
+            theirs_step = step_of(theirs)
+    mine = ckpt_io.latest_checkpoint(run_dir)
+    if mine is not None and (scratch or not has_every_rank(mine, size)) and step_of(mine) > (theirs_step or 0):
+        drop_checkpoints_after(run_dir, theirs_step or 0)
+        mine = ckpt_io.latest_checkpoint(run_dir)
     if checkpoint is None:
         return
     with checkpoint.as_directory() as d:
         theirs = ckpt_io.latest_checkpoint(d)
-        mine = ckpt_io.latest_checkpoint(run_dir)
         if theirs is None or (mine is not None and step_of(mine) > step_of(theirs)):
             return
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -306,6 +337,20 @@ def restore(checkpoint, run_dir: Path) -> None:
             if (Path(d) / name).exists():
                 shutil.copy2(Path(d) / name, run_dir / name)
         shutil.copytree(theirs, ckpt_io.checkpoint_dir(run_dir, step_of(theirs)), dirs_exist_ok=True)
+
+
+def has_every_rank(ckpt: Path, size: int) -> bool:
+    """Whether ranks 1..size-1 each find their memories of checkpoint `ckpt` (rank 0's are in it)."""
+    step = step_of(ckpt)
+    return all((Path(ckpt) / ckpt_io.rank_memory_name(r)).is_file()
+               or ckpt_io.rank_memory_path(Path(ckpt).parent.parent, step, r).is_file() for r in range(1, size))
+
+
+def drop_checkpoints_after(run_dir: Path, step: int) -> None:
+    """Remove run_dir's checkpoint folders of steps after `step` (a resumed run writes them again)."""
+    for folder in (Path(run_dir) / ckpt_io.CKPT_DIR).glob("step-*"):
+        if folder.name[5:].isdigit() and int(folder.name[5:]) > step:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def encode_latents(cfg: RunConfig, run_dir: Path) -> None:
