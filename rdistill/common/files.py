@@ -53,9 +53,16 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode())
 
 
-def remove_stale_temporaries(folder: str | Path) -> None:
-    """Drop what killed writers left in `folder` (call before writing there, never while others write)."""
+def stale_temporaries(folder: str | Path) -> list[str]:
+    """Names of what killed writers left in a local folder: `.<name>.*.tmp` and storage's `.tmp-*`. (On an
+    object store a leftover temporary is never listed, so never read.)"""
     from rdistill.storage import TMP_PREFIX
 
-    for tmp in [*Path(folder).glob(f".*{TMP_SUFFIX}"), *Path(folder).glob(f"{TMP_PREFIX}*")]:
+    folder = Path(folder)
+    return sorted(p.name for p in [*folder.glob(f".*{TMP_SUFFIX}"), *folder.glob(f"{TMP_PREFIX}*")])
+
+
+def remove_stale_temporaries(folder: str | Path) -> None:
+    """Drop what killed writers left in `folder` (call before writing there, never while others write)."""
+    for tmp in (Path(folder) / name for name in stale_temporaries(folder)):
         shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)

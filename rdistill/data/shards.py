@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from rdistill import __version__, storage
-from rdistill.common.files import TMP_SUFFIX
+from rdistill.common.files import stale_temporaries
 
 MANIFEST_NAME = "_manifest.json"
 
@@ -117,8 +117,7 @@ def shard_name(label: int, chunk: int) -> str:
     return f"class-{label:05d}-chunk-{chunk:03d}.parquet"
 
 
-def _sha256(data: bytes | str | Path) -> str:
-    """sha256 of bytes, or of a local file's bytes."""
+def _sha256(data: bytes | str | Path) -> str:  # of bytes, or of a local file's bytes
     return hashlib.sha256(data if isinstance(data, bytes) else Path(data).read_bytes()).hexdigest()
 
 
@@ -141,9 +140,8 @@ def write_shard(folder, rows: list[dict] | pa.Table, name: str, classes: Sequenc
     table = _to_table(rows, schema_for(classes) if classes is not None else SCHEMA)
     buf = io.BytesIO()
     pq.write_table(table, buf)
-    data = buf.getvalue()
-    storage.write_bytes(storage.join(folder, name), data)  # no fsync: a file a crash left empty fails its checksum
-    return ShardInfo(name, table.num_rows, _sha256(data))
+    storage.write_bytes(storage.join(folder, name), buf.getvalue())  # no fsync: a crash's empty file fails its sha
+    return ShardInfo(name, table.num_rows, _sha256(buf.getvalue()))
 
 
 def shard_is_complete(folder, name: str, expected_rows: int, expected_sha256: str) -> bool:
@@ -207,7 +205,7 @@ def check_overwrite(folder, manifest_fingerprint: str, overwrite: bool) -> Manif
     Shards of another run (other fingerprint, or no manifest) raise ValueError unless `overwrite`,
     which deletes them and their manifest (other files stay)."""
     names = [n for n in storage.list_files(folder) if "/" not in n]
-    old = [n for n in names if n.endswith(".parquet")] + stale_temporaries(folder)
+    old = [n for n in names if n.endswith(".parquet")] + (stale_temporaries(folder) if not storage.is_uri(folder) else [])
     has_manifest = MANIFEST_NAME in names
     if has_manifest:
         m = Manifest.load(folder)
@@ -223,13 +221,6 @@ def check_overwrite(folder, manifest_fingerprint: str, overwrite: bool) -> Manif
         storage.delete(storage.join(folder, name))
     return None
 
-
-def stale_temporaries(folder) -> list[str]:
-    """Names of what killed writers left in a local set folder (`.<name>.*.tmp`, storage's `.tmp-*`). On an
-    object store a leftover temporary is never listed, so never read."""
-    if storage.is_uri(folder) or not Path(folder).is_dir():
-        return []
-    return sorted(p.name for p in [*Path(folder).glob(f".*{TMP_SUFFIX}"), *Path(folder).glob(f"{storage.TMP_PREFIX}*")])
 
 
 # Reading:
@@ -271,9 +262,8 @@ def read_surrogate(folder, ipc: int | None = None, classes: Sequence[str | int] 
     if missing:
         raise FileNotFoundError(f"shards listed in the manifest are missing: {missing}")
     flt = (ds.field("index") < ipc) & ds.field("label").isin(list(chosen))
-    paths = [f"{base}/{n}" for n in names]
-    t = ds.dataset(paths, format="parquet", filesystem=filesystem).to_table(columns=["image", "label", "index"],
-                                                                             filter=flt)
+    t = ds.dataset([f"{base}/{n}" for n in names], format="parquet", filesystem=filesystem).to_table(
+        columns=["image", "label", "index"], filter=flt)
     t = t.sort_by([("label", "ascending"), ("index", "ascending")])
     expected = sum(min(ipc, m.counts.get(m.classes[k], 0)) for k in chosen)
     if t.num_rows == 0 or t.num_rows != expected:
