@@ -191,3 +191,51 @@ def download_dir(location, local_dir) -> list[str]:
             f.write(data)
         os.replace(tmp, dst)
     return sorted(sizes)
+
+
+# Node-local scratch:
+
+
+def scratch_root() -> str:
+    """This node's scratch folder: RDISTILL_SCRATCH, else <TMPDIR>/rdistill-scratch (never shared, never kept)."""
+    import tempfile
+
+    root = os.environ.get("RDISTILL_SCRATCH") or os.path.join(tempfile.gettempdir(), "rdistill-scratch")
+    os.makedirs(root, exist_ok=True)
+    return root
+
+
+def scratch_for(location, kind: str = "copy") -> str:
+    """A scratch folder of this node named after `location` (the same location -> the same folder)."""
+    import hashlib
+
+    key = hashlib.sha256(os.fspath(location).encode()).hexdigest()[:16]
+    return os.path.join(scratch_root(), kind, key)
+
+
+def local_copy(location) -> str:
+    """A local folder holding what is stored at `location`: the path itself for a local location; for a URI,
+    a download of the finished folder (its `_COMPLETE` marker) into this node's scratch, fetched again only
+    when the stored marker changed. Read-only use: the next stage publishes to storage, not here."""
+    if not is_uri(location):
+        return os.path.abspath(os.path.expanduser(os.fspath(location)))
+    folder = scratch_for(location)
+    marker = read_bytes(join(location, COMPLETE)) if exists(join(location, COMPLETE)) else None
+    if marker is None:
+        raise ValueError(f"{location!r} has no {COMPLETE} marker: it is not a finished folder in storage "
+                         "(publish it with rdistill.storage.upload_dir, or wait for its writer)")
+    mine = os.path.join(folder, COMPLETE)
+    if os.path.isfile(mine) and open(mine, "rb").read() == marker:
+        return folder
+    import shutil
+
+    staging = f"{folder}{TMP_PREFIX}{uuid.uuid4().hex[:8]}"
+    download_dir(location, staging)
+    with open(os.path.join(staging, COMPLETE), "wb") as f:
+        f.write(marker)
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        os.replace(staging, folder)
+    except OSError:  # another process of this node placed its copy first: use that one
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder

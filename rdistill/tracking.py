@@ -34,8 +34,14 @@ MAX_PARAMS, MAX_METRICS = 100, 1000  # per log_batch call (MLflow's limits)
 
 def mlflow_uri(out_dir, uri: str | None = None) -> str:
     """`uri` (--tracking-uri) if given, else $MLFLOW_TRACKING_URI (a server on a cluster), else
-    sqlite:///<absolute out_dir>/mlflow.db."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(out_dir).resolve() / DB_NAME}"
+    sqlite:///<absolute out_dir>/mlflow.db. An out_dir in storage (a URI) has no SQLite default: ValueError."""
+    from rdistill import storage
+
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri is None and storage.is_uri(out_dir):
+        raise ValueError(f"--out {out_dir} is in storage, where MLflow cannot keep a SQLite file: give an MLflow "
+                         "server with --tracking-uri http://HOST:5000 (or set MLFLOW_TRACKING_URI)")
+    return uri or f"sqlite:///{Path(out_dir).resolve() / DB_NAME}"
 
 
 def ui_command(uri: str) -> str:
@@ -111,6 +117,7 @@ def log_run(params: Mapping, metrics_by_step: Mapping[int, Mapping[str, float]],
 
 def matrix_config(matrix) -> dict:
     """The resolved evaluation: the spec, the protocol, each set's manifest facts, the feature network."""
+    from rdistill import storage
     from rdistill.evaluate.protocols import get_protocol
     from rdistill.data.shards import Manifest
 
@@ -118,7 +125,8 @@ def matrix_config(matrix) -> dict:
     sets = {}
     for folder in spec.surrogates:
         m = Manifest.load(folder)
-        sets[m.method] = {"folder": str(Path(folder).resolve()), "ipc": m.ipc, "source": m.source}
+        where = folder if storage.is_uri(folder) else str(Path(folder).resolve())
+        sets[m.method] = {"folder": where, "ipc": m.ipc, "source": m.source}
     return {"evaluate": asdict(spec), "protocol": asdict(get_protocol(spec.protocol, spec.epochs)),
             "surrogates": sets, "feature_network": matrix.feature_network}
 
@@ -163,10 +171,15 @@ def log_matrix(matrix, config: Mapping | None = None, artifacts: Sequence = (), 
     """One parent run for the matrix, a child run per cell; returns the parent's run id.
 
     config None: `matrix_config(matrix)`. Table, plots and config are written to out_dir (default: a
-    temporary folder) and logged, with any extra `artifacts`."""
+    temporary folder; a storage URI: published there from scratch) and logged, with any extra `artifacts`."""
+    from rdistill import storage
+
     config = dict(config or matrix_config(matrix))
     with tempfile.TemporaryDirectory() as tmp:
-        files = write_matrix_artifacts(matrix, config, out_dir or tmp)
+        local = out_dir if out_dir is not None and not storage.is_uri(out_dir) else tmp
+        files = write_matrix_artifacts(matrix, config, local)
+        if out_dir is not None and storage.is_uri(out_dir):
+            storage.upload_dir(tmp, out_dir)
         parent = log_run(config, {0: matrix_metrics(matrix)}, files + list(artifacts), experiment,
                          tracking_uri=tracking_uri, name=name)
     for r in matrix.results:

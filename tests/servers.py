@@ -106,7 +106,7 @@ def node_env(folder: Path, mlflow_url: str) -> dict:
         (folder / sub).mkdir(parents=True, exist_ok=True)
     return {"RDISTILL_SCRATCH": str(folder / "scratch"), "HOME": str(folder / "home"),
             "TMPDIR": str(folder / "tmp"), "MLFLOW_TRACKING_URI": mlflow_url,
-            "MLFLOW_DISABLE_TELEMETRY": "true", **DUMMY_AWS}
+            "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1", **DUMMY_AWS}
 
 
 def node_processes(nodes) -> list[subprocess.Popen]:

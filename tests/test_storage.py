@@ -152,3 +152,25 @@ def test_check_writable_names_a_missing_bucket_without_creation(s3_endpoint):
     uri = s3_uri(s3_endpoint, "no-such-bucket").replace("&allow_bucket_creation=true", "")
     with pytest.raises(ValueError, match="no-such-bucket"):
         storage.check_writable(uri)
+
+
+def test_local_copy_is_the_path_itself_for_a_local_location(tmp_path):
+    assert storage.local_copy(str(tmp_path / "run")) == str(tmp_path / "run")
+
+
+def test_local_copy_of_a_uri_downloads_a_finished_folder_once_per_version(tmp_path, monkeypatch):
+    monkeypatch.setenv("RDISTILL_SCRATCH", str(tmp_path / "scratch"))
+    src = tmp_path / "src"
+    (src / "ckpt").mkdir(parents=True)
+    (src / "ckpt" / "w.bin").write_bytes(b"one")
+    location = (tmp_path / "store" / "run").as_uri()  # file:///...: a URI, as s3:// would be
+    with pytest.raises(ValueError, match="no _COMPLETE marker"):
+        storage.local_copy(location)
+    storage.upload_dir(src, location)
+    copy = storage.local_copy(location)
+    assert copy.startswith(str(tmp_path / "scratch")) and open(f"{copy}/ckpt/w.bin", "rb").read() == b"one"
+    os.remove(f"{copy}/ckpt/w.bin")  # an unchanged marker: the copy is reused as it is
+    assert storage.local_copy(location) == copy and not os.path.exists(f"{copy}/ckpt/w.bin")
+    (src / "ckpt" / "w.bin").write_bytes(b"two!")  # a new version in storage: fetched again
+    storage.upload_dir(src, location)
+    assert open(f"{storage.local_copy(location)}/ckpt/w.bin", "rb").read() == b"two!"

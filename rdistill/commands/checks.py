@@ -87,10 +87,12 @@ def base_image_size(init: str, codec: str) -> int | None:
 
 
 def run_folder(path: str) -> Path:
-    """A training run ready to sample: model.json, config.yaml and a newest checkpoint holding its EMA."""
+    """A training run ready to sample: model.json, config.yaml and a newest checkpoint holding its EMA.
+    A run in storage (a URI) is checked on this node's copy of it."""
+    from rdistill import storage
     from rdistill.generate.checkpoint import RunMeta, check_checkpoint, latest_checkpoint
 
-    p = Path(path)
+    p = Path(storage.local_copy(path))
     if not p.is_dir():
         raise FileNotFoundError(f"run folder {path} does not exist: pass --run <the --out of a pretrain or finetune>")
     RunMeta.load(p)  # FileNotFoundError: not a run folder
@@ -102,18 +104,51 @@ def run_folder(path: str) -> Path:
     return check_checkpoint(ckpt, ("ema.safetensors",))
 
 
+def under_ray_job() -> bool:
+    """Whether this process is the driver of a `ray job submit` job (Ray sets these for job drivers only)."""
+    import os
+
+    return bool(os.environ.get("RAY_JOB_ID") or os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"))
+
+
 def output_folder(path: str, flag: str = "--out") -> None:
-    """A folder to write into: it may exist, but not as a file."""
+    """A folder to write into: it may exist, but not as a file. A storage URI must be writable (checked
+    now, before any work); under `ray job submit` a relative path (the job's temporary folder) is refused."""
+    from rdistill import storage
+
+    if storage.is_uri(path):
+        storage.check_writable(path)
+        return
+    if under_ray_job() and not Path(path).is_absolute():
+        raise ValueError(f"{flag} {path} is a relative path under `ray job submit`: it would land in the job's "
+                         f"temporary working folder on the head and be lost; give storage every node reaches, "
+                         f"e.g. {flag} s3://bucket/{path.strip('./')}")
     if Path(path).exists() and not Path(path).is_dir():
         raise ValueError(f"{flag} {path} is a file, not a folder: choose another {flag}")
+
+
+def local_output(path: str | None, command: str, flag: str = "--out") -> None:
+    """For the commands that still write a local folder (sweep, studies): a URI is refused with what to use
+    instead, and under `ray job submit` a relative path is refused (as for every --out)."""
+    from rdistill import storage
+
+    if path is None:
+        return
+    if storage.is_uri(path):
+        raise ValueError(f"{flag} {path}: {command} writes its trial folders to a path every node sees (a shared "
+                         "filesystem), not yet to a storage URI; the stages do: rdistill finetune/sample/select/"
+                         "evaluate take --out s3://...")
+    output_folder(path, flag)
 
 
 def surrogate_sets(folders) -> None:
     """Each folder holds a surrogate set (its manifest)."""
     from rdistill.data.shards import MANIFEST_NAME
 
+    from rdistill import storage
+
     for f in folders:
-        if not (Path(f) / MANIFEST_NAME).is_file():
+        if not storage.exists(storage.join(f, MANIFEST_NAME)):
             raise FileNotFoundError(f"{f} is not a surrogate set (no {MANIFEST_NAME}): pass a folder written by "
                                     "`rdistill sample` or `rdistill select`")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rdistill.commands import checks
+from rdistill.commands.ray_args import add_ray_args, task_request
 
 
 def register(sub) -> None:
@@ -29,11 +30,12 @@ def register(sub) -> None:
     p.add_argument("--teacher", default=None, help="soft-label protocols (rded): a ResNet-18 state_dict file")
     p.add_argument("--full", action="store_true", help="also train on the whole real train split (upper bound)")
     p.add_argument("--workers", type=int, default=2, help="Ray tasks in flight; 0 runs every cell in this process")
-    p.add_argument("--address", default=None, help="Ray cluster address ('auto', ray://host:port); default: local Ray")
+    add_ray_args(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--max-memory", type=float, default=None, metavar="GB",
                    help="memory one cell may take, checked before any work (default: available RAM / workers)")
-    p.add_argument("--out", default="runs/evaluate", help="output folder: matrix, plots, MLflow store")
+    p.add_argument("--out", default="runs/evaluate",
+                   help="output folder or storage URI (s3://...): matrix, plots (and the local MLflow store)")
     p.add_argument("--tracking-uri", default=None, help="an MLflow tracking server (default: SQLite in --out)")
     p.add_argument("--experiment", default="rdistill", help="MLflow experiment name (default rdistill)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -65,9 +67,10 @@ def run_evaluate(args) -> None:
                       seeds=args.seeds, ipcs=tuple(args.ipc) if args.ipc else None, protocol=args.protocol,
                       epochs=args.epochs, full=args.full, teacher=args.teacher, device=args.device,
                       image_size=args.image_size, max_memory=args.max_memory or default_max_memory(args.workers, args.address))
-    matrix = evaluate_matrix(spec, workers=args.workers, progress=not args.no_progress, address=args.address)
+    uri = mlflow_uri(args.out, args.tracking_uri)  # before any work: a storage --out needs a server
+    matrix = evaluate_matrix(spec, workers=args.workers, progress=not args.no_progress, address=args.address,
+                             options=task_request(args))
     print(matrix.as_table())
-    uri = mlflow_uri(args.out, args.tracking_uri)
     run_id = log_matrix(matrix, experiment=args.experiment, tracking_uri=uri, out_dir=args.out)
     print(f"{args.out}: matrix.csv, matrix.md, plots/; MLflow run {run_id} ({matrix.seconds / 60:.1f} min)")
     print(ui_command(uri))

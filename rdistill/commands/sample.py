@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rdistill.commands import checks
+from rdistill.commands.ray_args import add_ray_args, task_request
 
 # rdistill.generate.sampler's defaults (SPEC.md section 3, and its batch size), repeated here to keep torch out
 # of `--help`; tests/test_errors.py checks that they agree.
@@ -17,7 +18,7 @@ def register(sub) -> None:
     p.add_argument("--ipc", type=int, required=True, help="images per class")
     p.add_argument("--out", required=True, help="the surrogate-set folder")
     p.add_argument("--workers", type=int, default=0, help="Ray tasks in flight; 0 (default) runs in this process")
-    p.add_argument("--address", default=None, help="Ray cluster address ('auto', ray://host:port); default: local Ray")
+    add_ray_args(p)
     p.add_argument("--classes", nargs="+", default=None, help="class names or indices (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of every image's noise (default 0)")
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"sampling steps (paper: {DEFAULT_STEPS})")
@@ -63,6 +64,7 @@ def run_sample(args) -> None:
     checks.output_folder(args.out)
     from rdistill.generate.sampling import SampleJob, run_sampling
 
+    options = task_request(args)
     if args.workers > 0:
         from rdistill.distributed.cluster import connect
 
@@ -74,7 +76,7 @@ def run_sample(args) -> None:
         classes=tuple(args.classes) if args.classes else None, overwrite=args.overwrite, workers=args.workers,
         device=args.device, precision=args.precision, compile=args.compile,
     )
-    m = run_sampling(job, progress=not args.no_progress)
+    m = run_sampling(job, progress=not args.no_progress, options=options)
     print(f"{args.out}: {sum(m.counts.values())} images of {len(m.counts)} classes ({m.method}, source {m.source})")
 
 

@@ -48,6 +48,9 @@ def main(argv, plan: dict, doc: str) -> int:
 
     args = build_parser(plan, doc).parse_args(argv)
     try:
+        from rdistill.commands.checks import local_output
+
+        local_output(args.out, "a study")
         run_study(settings_from_args(args, plan), address=args.address, progress=not args.smoke_test)
     except (ValueError, FileNotFoundError) as e:
         print(f"{plan['prefix']}: error: {e}", file=sys.stderr)

@@ -82,6 +82,7 @@ def run(args, d: dict) -> None:
     """Check everything, pretrain the base if needed, run (or resume) the sweep and report."""
     from rdistill.sweep.tuner import ensure_base, preflight, run_sweep
 
+    checks.local_output(args.out, "the sweep")
     settings, pretrain = build(args, d)
     checks.device(settings.base.train.device, "train.device")
     preflight(settings, args.address, args.resume)  # bad ranges, budget, address, GPUs: errors before any work

@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from rdistill.commands import checks
+from rdistill.commands.ray_args import add_ray_args, parse_resources
 
 # Flags of the training commands and the config keys they set.
 TRAIN_FLAGS = {
@@ -65,6 +66,11 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     for name, (key, type_, help_) in TRAIN_FLAGS.items():
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type_, help=f"{help_} [{key}]")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--workers", type=int, default=0,
+                   help="Ray Train workers (DDP); 0 (default) trains in this process. A --out in storage "
+                        "(s3://...) trains on Ray Train too")
+    add_ray_args(p)
+    p.add_argument("--cpus-per-worker", type=float, default=0.9, help="CPUs each Train worker requests (default 0.9)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="any config key, e.g. train.ema_decay=0.999")
 
 
@@ -83,12 +89,15 @@ def check_train(cfg):
     if cfg.data.codec.startswith("vae:") and not Path(cfg.data.codec[4:]).is_dir():
         raise FileNotFoundError(f"--codec {cfg.data.codec}: no folder {cfg.data.codec[4:]} (a diffusers "
                                 "AutoencoderKL folder, e.g. sd-vae-ft-ema)")
+    from rdistill import storage
+
     size = cfg.data.image_size
     if cfg.model.init:
-        if not Path(cfg.model.init).exists():
+        init = storage.local_copy(cfg.model.init)  # a base in storage: this node's copy
+        if not Path(init).exists():
             raise FileNotFoundError(f"no base model at {cfg.model.init}: train one with `rdistill pretrain --out "
                                     f"{cfg.model.init}` or point --init at one")
-        base = checks.base_image_size(cfg.model.init, cfg.data.codec)
+        base = checks.base_image_size(init, cfg.data.codec)
         if size is None and base is not None and cfg.data.name.startswith("imagefolder:"):
             checks.note(f"image size {base}, the size base {cfg.model.init} was trained at (--image-size to change)")
             size = base
@@ -106,7 +115,46 @@ def run_train(args) -> None:
     if args.command == "finetune" and not cfg.model.init:
         raise ValueError("finetune needs a base model: pass --init <run folder, diffusers folder or DiT .pt>")
     cfg = check_train(cfg)
-    from rdistill.generate.finetune import train
+    checks.output_folder(cfg.out)
+    checks.at_least("--workers", args.workers, 0)
+    from rdistill import storage
 
-    run_dir = train(cfg, progress=not args.no_progress)
-    print(f"run folder: {run_dir}")
+    if args.workers == 0 and not storage.is_uri(cfg.out) and args.address is None:
+        from rdistill.generate.finetune import train
+
+        run_dir = train(cfg, progress=not args.no_progress)
+        print(f"run folder: {run_dir}")
+        return
+    from rdistill.distributed.cluster import connect
+    from rdistill.distributed.train_ray import fit_ray
+
+    check_stored_run(cfg)
+    connect(args.address)
+    result = fit_ray(cfg, num_workers=max(1, args.workers), gpus_per_worker=args.gpus_per_worker,
+                     cpus_per_worker=args.cpus_per_worker,
+                     worker_resources=parse_resources(args.worker_resources), progress=not args.no_progress)
+    if result.error is not None:
+        raise result.error
+    print(f"run folder: {cfg.out} (step {result.metrics.get('step')}, {max(1, args.workers)} Ray Train workers)")
+
+
+def check_stored_run(cfg) -> None:
+    """A run at a storage URI: refuse a location holding another run's files; one of the same config resumes.
+    The run's config is recorded there before any work (config.yaml; the folder is finished by `_COMPLETE`)."""
+    from rdistill import storage
+    import yaml
+
+    from rdistill.config import from_dict, parse_yaml, to_dict
+    from rdistill.generate.finetune import check_same_run
+
+    if not storage.is_uri(cfg.out):
+        return
+    where = storage.join(cfg.out, "config.yaml")
+    if storage.exists(where):
+        check_same_run(cfg, from_dict(parse_yaml(storage.read_text(where), where)), cfg.out)
+        return
+    others = storage.list_files(cfg.out)
+    if others:
+        raise ValueError(f"{cfg.out} holds files that are not an rdistill run's (e.g. {others[0]}); choose "
+                         "another --out or delete them")
+    storage.write_text(where, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,8 +1,10 @@
-"""Atomic writes: a file or folder appears under its final name complete, or not at all.
+"""Atomic writes on a local disk: a file or folder appears under its final name complete, or not at all.
 
-Each writer stages under a name unique to it (pid and a random suffix), then renames; two processes
-writing the same path never share a temporary, and a reader never sees a partial file. A killed
-writer leaves at most a `.<name>.*.tmp` that the next writer of that folder may remove.
+`atomic_path` stages a file or a whole folder under a name unique to its writer (pid and a random suffix),
+then renames; two processes writing the same path never share a temporary, and a reader never sees a
+partial file. Bytes and text are published by rdistill.storage (the one home of "write, then move into
+place", on a local disk or an object store); these helpers are its local form. A killed writer leaves at
+most a `.<name>.*.tmp` (or storage's `.tmp-*`) that the next writer of that folder may remove.
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ def atomic_path(path: str | Path):
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    """Publish `data` at the local `path` through rdistill.storage (temporary name beside it, then a rename)."""
+    from rdistill import storage
+
+    storage.write_bytes(os.fspath(path), data)
     return Path(path)
 
 
@@ -49,7 +53,16 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode())
 
 
+def stale_temporaries(folder: str | Path) -> list[str]:
+    """Names of what killed writers left in a local folder: `.<name>.*.tmp` and storage's `.tmp-*`. (On an
+    object store a leftover temporary is never listed, so never read.)"""
+    from rdistill.storage import TMP_PREFIX
+
+    folder = Path(folder)
+    return sorted(p.name for p in [*folder.glob(f".*{TMP_SUFFIX}"), *folder.glob(f"{TMP_PREFIX}*")])
+
+
 def remove_stale_temporaries(folder: str | Path) -> None:
     """Drop what killed writers left in `folder` (call before writing there, never while others write)."""
-    for tmp in Path(folder).glob(f".*{TMP_SUFFIX}"):
+    for tmp in (Path(folder) / name for name in stale_temporaries(folder)):
         shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)

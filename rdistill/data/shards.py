@@ -3,8 +3,9 @@
 Shards are named `class-00012-chunk-000.parquet` and hold rows of SCHEMA, whose Hugging Face metadata
 makes `datasets` decode `image` as Image and `label` as ClassLabel. The manifest's leading "_" makes
 `pyarrow.dataset.dataset(folder)` and `pandas.read_parquet(folder)` skip it (as Spark's `_SUCCESS`);
-`ray.data.read_parquet(folder)` reads only `*.parquet`. Files are written to a hidden temporary name
-and renamed, so no reader ever sees half a file.
+`ray.data.read_parquet(folder)` reads only `*.parquet`. The folder is a storage location (rdistill.storage:
+a local path or a URI such as s3://bucket/sets/x); files are written to a hidden temporary name and moved
+into place, so no reader ever sees half a file.
 
 Pixels: a float image in [-1, 1] is stored as uint8 `round((x + 1) * 127.5)` clamped to [0, 255]
 (values outside [-1, 1] saturate, ties round to even); reading gives `u8 / 127.5 - 1` back.
@@ -27,8 +28,8 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from rdistill import __version__
-from rdistill.common.files import TMP_SUFFIX, atomic_path, atomic_write_text
+from rdistill import __version__, storage
+from rdistill.common.files import stale_temporaries
 
 MANIFEST_NAME = "_manifest.json"
 
@@ -116,9 +117,8 @@ def shard_name(label: int, chunk: int) -> str:
     return f"class-{label:05d}-chunk-{chunk:03d}.parquet"
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+def _sha256(data: bytes | str | Path) -> str:  # of bytes, or of a local file's bytes
+    return hashlib.sha256(data if isinstance(data, bytes) else Path(data).read_bytes()).hexdigest()
 
 
 def _to_table(rows: list[dict] | pa.Table, schema: pa.Schema) -> pa.Table:
@@ -137,20 +137,18 @@ def write_shard(folder, rows: list[dict] | pa.Table, name: str, classes: Sequenc
     rename. Pass `classes` (all class names) so `datasets` reads `label` as a ClassLabel."""
     if len(rows) == 0 or Path(name).name != name or not name.endswith(".parquet"):
         raise ValueError(f"need rows and a file name ending in .parquet, got {len(rows)} rows and {name!r}")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     table = _to_table(rows, schema_for(classes) if classes is not None else SCHEMA)
-    with atomic_path(folder / name) as tmp:  # no fsync: a file a crash left empty fails its checksum
-        pq.write_table(table, tmp)
-        digest = _sha256(tmp)
-    return ShardInfo(name, table.num_rows, digest)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    storage.write_bytes(storage.join(folder, name), buf.getvalue())  # no fsync: a crash's empty file fails its sha
+    return ShardInfo(name, table.num_rows, _sha256(buf.getvalue()))
 
 
 def shard_is_complete(folder, name: str, expected_rows: int, expected_sha256: str) -> bool:
     """Whether folder/name exists with this checksum and row count; never raises on a bad file."""
-    path = Path(folder) / name
     try:
-        return _sha256(path) == expected_sha256 and pq.ParquetFile(path).metadata.num_rows == expected_rows
+        data = storage.read_bytes(storage.join(folder, name))
+        return _sha256(data) == expected_sha256 and pq.ParquetFile(io.BytesIO(data)).metadata.num_rows == expected_rows
     except (OSError, ValueError, pa.ArrowException):
         return False
 
@@ -182,17 +180,20 @@ class Manifest:
         self.shards[info.name] = {"rows": info.rows, "sha256": info.sha256, "label": label, "chunk": chunk}
         self.counts[self.classes[label]] = sum(s["rows"] for s in self.shards.values() if s["label"] == label)
 
-    def save(self, folder) -> Path:
-        path = Path(folder) / MANIFEST_NAME
-        return atomic_write_text(path, json.dumps(asdict(self), indent=2, sort_keys=True))
+    def save(self, folder) -> str:
+        path = storage.join(folder, MANIFEST_NAME)
+        storage.write_text(path, json.dumps(asdict(self), indent=2, sort_keys=True))
+        return path
 
     @classmethod
     def load(cls, folder) -> Manifest:
-        path = Path(folder) / MANIFEST_NAME
-        if not path.is_file():
-            raise FileNotFoundError(f"{folder} is not a surrogate set: it has no {MANIFEST_NAME}")
+        path = storage.join(folder, MANIFEST_NAME)
         try:
-            data = json.loads(path.read_text())
+            text = storage.read_text(path)
+        except (FileNotFoundError, IsADirectoryError):
+            raise FileNotFoundError(f"{folder} is not a surrogate set: it has no {MANIFEST_NAME}") from None
+        try:
+            data = json.loads(text)
             return cls(**data)
         except (json.JSONDecodeError, TypeError) as e:
             raise ValueError(f"{path} is not a valid surrogate-set manifest: {e}") from e
@@ -203,9 +204,9 @@ def check_overwrite(folder, manifest_fingerprint: str, overwrite: bool) -> Manif
 
     Shards of another run (other fingerprint, or no manifest) raise ValueError unless `overwrite`,
     which deletes them and their manifest (other files stay)."""
-    folder = Path(folder)
-    old = sorted(folder.glob("*.parquet")) + sorted(folder.glob(f".*{TMP_SUFFIX}"))
-    has_manifest = (folder / MANIFEST_NAME).is_file()
+    names = [n for n in storage.list_files(folder) if "/" not in n]
+    old = [n for n in names if n.endswith(".parquet")] + (stale_temporaries(folder) if not storage.is_uri(folder) else [])
+    has_manifest = MANIFEST_NAME in names
     if has_manifest:
         m = Manifest.load(folder)
         if m.fingerprint() == manifest_fingerprint:
@@ -216,9 +217,10 @@ def check_overwrite(folder, manifest_fingerprint: str, overwrite: bool) -> Manif
         what = f"fingerprint {m.fingerprint()[:12]}, not {manifest_fingerprint[:12]}" if has_manifest else "no manifest"
         raise ValueError(f"{folder} holds shards of another run ({what}); pass --overwrite (overwrite=True) "
                          "to replace them, or choose another --out")
-    for p in old + ([folder / MANIFEST_NAME] if has_manifest else []):
-        p.unlink()
+    for name in old + ([MANIFEST_NAME] if has_manifest else []):
+        storage.delete(storage.join(folder, name))
     return None
+
 
 
 # Reading:
@@ -253,12 +255,15 @@ def read_surrogate(folder, ipc: int | None = None, classes: Sequence[str | int] 
     if unknown:
         raise ValueError(f"unknown classes {unknown}; the set has {len(names)} classes: {names}")
     chosen = range(len(names)) if classes is None else sorted({names.index(c) if c in names else c for c in classes})
-    files = [Path(folder) / n for n, s in sorted(m.shards.items()) if s["label"] in chosen]
-    missing = [str(f) for f in files if not f.is_file()]
+    filesystem, base = storage.resolve(folder)
+    names = [n for n, s in sorted(m.shards.items()) if s["label"] in chosen]
+    present = set(storage.list_files(folder))
+    missing = [storage.join(folder, n) for n in names if n not in present]
     if missing:
         raise FileNotFoundError(f"shards listed in the manifest are missing: {missing}")
     flt = (ds.field("index") < ipc) & ds.field("label").isin(list(chosen))
-    t = ds.dataset([str(f) for f in files], format="parquet").to_table(columns=["image", "label", "index"], filter=flt)
+    t = ds.dataset([f"{base}/{n}" for n in names], format="parquet", filesystem=filesystem).to_table(
+        columns=["image", "label", "index"], filter=flt)
     t = t.sort_by([("label", "ascending"), ("index", "ascending")])
     expected = sum(min(ipc, m.counts.get(m.classes[k], 0)) for k in chosen)
     if t.num_rows == 0 or t.num_rows != expected:

@@ -59,9 +59,12 @@ def out_of_memory(what: str, error: Exception) -> ValueError:
 
 
 def run_calls(fn: Callable, calls: Sequence[Call], *, workers: int, address: str | None = None,
-              use_gpu: bool | None = None, on_result: Callable[[int, object], None] | None = None) -> list:
+              use_gpu: bool | None = None, on_result: Callable[[int, object], None] | None = None,
+              options: dict | None = None, wait: float = 600.0) -> list:
     """fn(*args, **kwargs) for each call; results in call order. workers=0: here, one after another;
-    workers > 0: Ray tasks on the Ray at `address` (default: the connected one, else a local one)."""
+    workers > 0: Ray tasks on the Ray at `address` (default: the connected one, else a local one), each
+    asking `options` (declared: cluster.requested_options, custom resources), or without them one CPU (and
+    one GPU with use_gpu). A request no node holds fails after `wait` seconds (cluster.wait_for_resources)."""
     if workers < 0:
         raise ValueError(f"workers must be >= 0 (0 = no Ray), got {workers}")
     results = [None] * len(calls)
@@ -76,10 +79,12 @@ def run_calls(fn: Callable, calls: Sequence[Call], *, workers: int, address: str
             done(i, fn(*args, **kwargs))
         return results
 
-    from rdistill.distributed.cluster import connect, task_options
+    from rdistill.distributed.cluster import connect, requested_options, wait_for_resources
 
     ray = connect(address)
-    opts = task_options(use_gpu)
+    opts = dict(options) if options is not None else requested_options(gpus=1.0 if use_gpu else 0.0)
+    wait_for_resources({"CPU": opts.get("num_cpus", 1), "GPU": opts.get("num_gpus", 0), **opts.get("resources", {})},
+                       timeout=wait, poll=min(1.0, wait / 4))
     queue, running = list(reversed(range(len(calls)))), {}  # pop() takes the calls in order
     try:
         while queue or running:

@@ -131,7 +131,8 @@ class Matrix:
 # Filling it:
 
 
-def evaluate_matrix(spec: MatrixSpec, workers: int = 0, progress: bool = True, address: str | None = None) -> Matrix:
+def evaluate_matrix(spec: MatrixSpec, workers: int = 0, progress: bool = True, address: str | None = None,
+                    options: dict | None = None) -> Matrix:
     """Check the inputs, run every cell (Ray tasks when workers > 0), then the features and MMD."""
     from rdistill.distributed.tasks import run_calls
 
@@ -148,12 +149,13 @@ def evaluate_matrix(spec: MatrixSpec, workers: int = 0, progress: bool = True, a
     kw = dict(teacher=spec.teacher, device=spec.device)
     calls = [((c, data, spec.protocol, spec.epochs), dict(kw, keep_model=c == keep)) for c in cells]
     with tqdm(total=len(calls), desc="evaluate", unit="cell", disable=not progress) as bar:
-        results = run_calls(run_cell, calls, workers=workers, address=address, on_result=lambda i, r: bar.update())
+        results = run_calls(run_cell, calls, workers=workers, address=address, on_result=lambda i, r: bar.update(),
+                            options=options)
     state = next((r.state for r in results if r.cell == keep), None)
 
     # Features and MMD, one task:
     sets = list(dict.fromkeys((c.method, c.ipc, c.surrogate) for c in cells if c.method != FULL))
     call = ((data, sets, spec.students[0], state), {"device": spec.device})
-    feats = run_calls(compute_features, [call], workers=min(workers, 1), address=address)[0]
+    feats = run_calls(compute_features, [call], workers=min(workers, 1), address=address, options=options)[0]
     results = [replace(r, state=None) for r in results]
     return Matrix(tuple(aggregate(results, feats.mmd)), tuple(results), spec, feats, time.perf_counter() - start)

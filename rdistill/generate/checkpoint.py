@@ -7,7 +7,9 @@
       checkpoints/step-000500/    trainable.safetensors  the live trainable parameters
                                   ema.safetensors        their EMA (sampling uses it)
                                   optimizer.pt           AdamW state
-                                  memory.safetensors     the minimax memories
+                                  memory.safetensors     the minimax memories (rank 0's)
+                                  memory-rank1.safetensors ...  each other DDP rank's (Ray Train merges them in)
+      ranks/rank-1/step-000500.safetensors   rank 1's memories as its process wrote them (local side copy)
                                   state.json             step, epoch
 Only trainable parameters are stored: under Difffit ~1.7 M for DiT-XL/2, so a checkpoint is a few MB;
 the frozen rest comes from the base named in model.json.
@@ -92,6 +94,38 @@ def save_checkpoint(run_dir: Path, step: int, *, trainable: dict, ema: dict, opt
     for old in sorted((Path(run_dir) / CKPT_DIR).glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+RANKS_DIR = "ranks"
+
+
+def rank_memory_name(rank: int) -> str:
+    return "memory.safetensors" if rank == 0 else f"memory-rank{rank}.safetensors"
+
+
+def rank_memory_path(run_dir: Path, step: int, rank: int) -> Path:
+    """Where DDP rank `rank` (> 0) keeps the memories of a checkpoint step beside the run's checkpoints."""
+    return Path(run_dir) / RANKS_DIR / f"rank-{rank}" / f"step-{step:07d}.safetensors"
+
+
+def save_rank_memory(run_dir: Path, step: int, rank: int, memory: dict, keep: int = 2) -> Path:
+    """Rank `rank` (> 0) saves its own minimax memories at a checkpoint step (atomically); keeps the newest."""
+    path = rank_memory_path(run_dir, step, rank)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in memory.items()}, tmp)
+    for old in sorted(path.parent.glob("step-*.safetensors"))[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_rank_memory(ckpt: Path, rank: int) -> dict | None:
+    """A rank's memories at checkpoint `ckpt`: in the checkpoint folder (Ray Train's copy), else the rank's side
+    copy in the run folder; None if neither exists (a checkpoint from before memories were saved per rank)."""
+    step = json.loads((Path(ckpt) / "state.json").read_text())["step"]
+    for path in (Path(ckpt) / rank_memory_name(rank), rank_memory_path(Path(ckpt).parent.parent, step, rank)):
+        if path.is_file():
+            return load_file(path)
+    return None
 
 
 def load_checkpoint(ckpt: Path, device: str | torch.device = "cpu") -> dict:

@@ -13,6 +13,7 @@ import csv
 import functools
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -59,9 +60,10 @@ class World:
 
 
 def train(cfg: RunConfig, *, callbacks: Callbacks = Callbacks(), world: World = World(),
-          progress: bool = True) -> Path:
-    """Train (or resume) the run `cfg.out`; returns the run folder."""
-    run_dir = Path(cfg.out)
+          progress: bool = True, run_dir: Path | None = None) -> Path:
+    """Train (or resume) the run `cfg.out` in `run_dir` (default cfg.out; Ray Train: this node's scratch copy
+    of a run stored at a URI); returns the run folder."""
+    run_dir = Path(cfg.out if run_dir is None else run_dir)
     t = cfg.train
     device = resolve_device(t.device)
 
@@ -79,7 +81,7 @@ def train(cfg: RunConfig, *, callbacks: Callbacks = Callbacks(), world: World = 
     # Setup model (checked against the data before the run folder gets anything, e.g. a latent cache):
     codec = load_codec(cfg.data.codec, dataset.channels, device=device)  # the VAE encodes on the training device
     z_shape = (codec.latent_channels, *(dataset.image_size // codec.downsample,) * 2)  # (C, H, W)
-    dit, meta = build_model(cfg, dataset, z_shape)
+    dit, meta = build_model(cfg, dataset, z_shape, run_dir)
     if ckpt_io.latest_checkpoint(run_dir) is not None:
         check_same_run(cfg, read_config(run_dir / "config.yaml"), run_dir)
     latents = latent_source(cfg, dataset, hflip, run_dir, progress and world.rank == 0, codec)
@@ -120,11 +122,14 @@ def train(cfg: RunConfig, *, callbacks: Callbacks = Callbacks(), world: World = 
             if callbacks.on_log:
                 callbacks.on_log(done, metrics)
         stop = callbacks.should_stop is not None and callbacks.should_stop(done)
-        if world.rank == 0 and (done % t.ckpt_every == 0 or done == total or stop):
-            path = ckpt_io.save_checkpoint(
-                run_dir, done, trainable=params, ema=ema, optimizer=opt.state_dict(),
-                memory=memory.state_dict(), state={"step": done, "epoch": step // steps_per_epoch},
-            )
+        if done % t.ckpt_every == 0 or done == total or stop:
+            if world.rank == 0:
+                path = ckpt_io.save_checkpoint(
+                    run_dir, done, trainable=params, ema=ema, optimizer=opt.state_dict(),
+                    memory=memory.state_dict(), state={"step": done, "epoch": step // steps_per_epoch},
+                )
+            else:  # every rank's memories are its own: a resumed rank gets them back (not rank 0's)
+                path = ckpt_io.save_rank_memory(run_dir, done, world.rank, memory.state_dict())
             if callbacks.on_checkpoint:
                 callbacks.on_checkpoint(done, path)
         if stop:
@@ -187,12 +192,17 @@ def latent_source(cfg: RunConfig, dataset: Dataset, hflip: bool, run_dir: Path, 
                           progress=progress, dataset_name=cfg.data.name)
 
 
-def build_model(cfg: RunConfig, dataset: Dataset, z_shape):
-    """The DiT to train and the run's model.json: base weights (or a fresh init), then the method's PEFT."""
+def build_model(cfg: RunConfig, dataset: Dataset, z_shape, run_dir: Path | None = None):
+    """The DiT to train and the run's model.json: base weights (or a fresh init), then the method's PEFT.
+    A base stored at a URI is read from this node's copy and recorded by its URI."""
+    from rdistill import storage
+
     C, H, _ = z_shape
+    run_dir = cfg.out if run_dir is None else run_dir
+    base = storage.local_copy(cfg.model.init) if cfg.model.init else None
     if cfg.train.method == "pretrain":
         if cfg.model.init:
-            dit = load_base(cfg.model.init, cfg.model.preset)
+            dit = load_base(base, cfg.model.preset)
         else:
             dit = init_dit_(build_dit(cfg.model.preset, H, C, cfg.model.num_classes or dataset.num_classes), cfg.train.seed)
         for p in dit.parameters():
@@ -201,14 +211,17 @@ def build_model(cfg: RunConfig, dataset: Dataset, z_shape):
     else:
         if not cfg.model.init:
             raise ValueError(f"train.method={cfg.train.method} fine-tunes a base model: set model.init (--init)")
-        if not Path(cfg.model.init).exists():
+        if not Path(base).exists():
             raise FileNotFoundError(f"no base model at {cfg.model.init}: train one with `rdistill pretrain --out "
                                     f"{cfg.model.init}` or point model.init (--init) at one")
-        pin = base_pin(cfg.model.init, cfg.out)  # the exact base weights; a resumed run keeps its pin
-        dit = apply_difffit(load_base(cfg.model.init, cfg.model.preset, pin=pin))
+        pin = base_pin(base, run_dir)  # the exact base weights; a resumed run keeps its pin
+        if storage.is_uri(cfg.model.init):
+            pin = {**pin, "path": cfg.model.init}
+        dit = apply_difffit(load_base(base, cfg.model.preset, pin=pin))
         peft = "difffit"
     check_fits(dit, dataset, z_shape)
-    init = str(Path(cfg.model.init).resolve()) if cfg.model.init and peft == "difffit" else None
+    init = None if not cfg.model.init or peft != "difffit" else (
+        cfg.model.init if storage.is_uri(cfg.model.init) else str(Path(cfg.model.init).resolve()))
     meta = ckpt_io.RunMeta(
         architecture=architecture(dit), init=init, peft=peft, dataset=dataset.name,
         classes=list(dataset.classes), model_labels=list(dataset.model_labels), codec=cfg.data.codec,
@@ -242,7 +255,10 @@ def resume_or_start(cfg, run_dir: Path, meta, dit, opt, ema, memory, device, ran
     opt.load_state_dict(state["optimizer"])
     for k, v in state["ema"].items():
         ema[k].copy_(v)
-    memory.load_state_dict(state["memory"])
+    own = ckpt_io.load_rank_memory(latest, rank) if rank else None
+    if rank and own is None:
+        warnings.warn(f"{latest} holds no memories of rank {rank} (an older checkpoint): it resumes with rank 0's")
+    memory.load_state_dict(own if own is not None else state["memory"])
     if rank == 0:
         save_config(cfg, run_dir / "config.yaml")
     return state["state"]["step"]

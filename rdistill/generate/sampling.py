@@ -15,7 +15,9 @@ CPU an image's bytes do not depend on its batch (rdistill.models.dit.fast_forwar
 of a larger IPC at any batch size (`read_surrogate(folder, ipc=k)`); on CUDA the same batch_size (recorded
 in the manifest) gives the same bytes.
 
-On a multi-node cluster, `run_dir` and `out` must be on storage every node sees (NFS, a mounted bucket).
+`run_dir` and `out` are storage locations (rdistill.storage: a local path, or a URI such as s3://...): a
+worker reads the run from its node's scratch copy (`storage.local_copy`) and publishes each shard, and the
+driver the manifest, to `out`; nothing is read from another node's disk.
 
 Resuming: the manifest is saved before the first task and after every finished shard; a rerun skips the
 shards whose file matches the manifest (rows and sha256) and rewrites the missing, partial or corrupt ones.
@@ -23,7 +25,7 @@ shards whose file matches the manifest (rows and sha256) and rewrites the missin
 
 from __future__ import annotations
 
-import functools
+import gc
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -31,6 +33,7 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from rdistill import storage
 from rdistill.common.files import remove_stale_temporaries
 from rdistill.config import read_config, to_dict
 from rdistill.data.shards import Manifest, ShardInfo, check_overwrite, shard_is_complete, shard_name
@@ -129,9 +132,29 @@ class SamplingModel:
     device: torch.device
 
 
-@functools.lru_cache(maxsize=1)
+_loaded: dict = {}  # the one SamplingModel of this process, by (run_dir, checkpoint, device, compile)
+
+
 def load_sampling_model(run_dir: str, checkpoint: str, device: str, compile: bool = False) -> SamplingModel:
-    """The run's newest EMA model and its codec (VAE on the same device), loaded once per process."""
+    """The run's newest EMA model and its codec (VAE on the same device), loaded once per process. Another
+    run (or checkpoint) first drops the previous model and empties the CUDA cache: a Ray worker reused for
+    the next task must not hold two DiTs and VAEs on its GPU."""
+    key = (run_dir, checkpoint, device, compile)
+    if key not in _loaded:
+        clear_models()
+        _loaded[key] = _load_sampling_model(*key)
+    return _loaded[key]
+
+
+def clear_models() -> None:
+    """Drop this process's sampling model and return its GPU memory."""
+    _loaded.clear()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _load_sampling_model(run_dir: str, checkpoint: str, device: str, compile: bool = False) -> SamplingModel:
     from rdistill.common.devices import resolve_device
     from rdistill.models.codec import load_codec
     from rdistill.models.dit import num_classes_of
@@ -160,7 +183,7 @@ def generate_chunk(job: SampleJob, task: Task, source: str | None = None) -> Sha
     from rdistill.generate.sampler import sample
     from rdistill.data.shards import shard_row, write_shard
 
-    run_dir = str(Path(job.run_dir).resolve())
+    run_dir = storage.local_copy(job.run_dir)  # this node's copy of a run in storage
     g = load_sampling_model(run_dir, str(newest_checkpoint(run_dir)), job.device, job.compile)
     if source is not None and g.source != source:
         raise ValueError(f"run {run_dir} now holds checkpoint {g.source}, not {source}: rerun to sample the new one")
@@ -179,9 +202,10 @@ def generate_chunk(job: SampleJob, task: Task, source: str | None = None) -> Sha
 # The whole set:
 
 
-def build_manifest(job: SampleJob, meta: RunMeta, ckpt: Path) -> Manifest:
-    """The set's manifest: what defines it (not the workers, not the class subset: a later run may add classes)."""
-    run_cfg = read_config(Path(job.run_dir) / "config.yaml")
+def build_manifest(job: SampleJob, meta: RunMeta, ckpt: Path, run_dir: str | None = None) -> Manifest:
+    """The set's manifest: what defines it (not the workers, not the class subset: a later run may add classes).
+    `run_dir`: a local copy of job.run_dir (default: job.run_dir itself)."""
+    run_cfg = read_config(Path(run_dir or job.run_dir) / "config.yaml")
     where = ("run_dir", "out", "classes", "overwrite", "workers", "device")  # not what the images are
     sampling = {k: v for k, v in asdict(job).items() if k not in where}
     config = {"sampling": sampling, "run": to_dict(run_cfg), "checkpoint": ckpt.name,
@@ -209,23 +233,28 @@ def is_written(task: Task, manifest: Manifest, out) -> bool:
     return s is not None and shard_is_complete(out, name, s["rows"], s["sha256"])
 
 
-def run_sampling(job: SampleJob, progress: bool = True, *, chunk_fn: Callable = generate_chunk) -> Manifest:
+def run_sampling(job: SampleJob, progress: bool = True, *, chunk_fn: Callable = generate_chunk,
+                 options: dict | None = None) -> Manifest:
     """Generate the job's surrogate set in job.out, resuming a partial one; returns its manifest.
+    `options`: what each Ray task asks (commands.ray_args.task_request: CPUs, declared GPUs, resources).
 
     `chunk_fn(job, task, source) -> ShardInfo` runs one task (tests inject worker deaths through it)."""
     # Checks, before any work:
     check_job(job)
-    job = replace(job, run_dir=str(Path(job.run_dir).resolve()), out=str(Path(job.out).resolve()))  # for workers
-    meta = RunMeta.load(job.run_dir)
-    ckpt = newest_checkpoint(job.run_dir)
+    where = lambda p: p if storage.is_uri(p) else str(Path(p).resolve())  # noqa: E731  (workers: another folder)
+    job = replace(job, run_dir=where(job.run_dir), out=where(job.out))
+    run_local = storage.local_copy(job.run_dir)
+    meta = RunMeta.load(run_local)
+    ckpt = newest_checkpoint(run_local)
     tasks = plan(job, meta)  # raises on unknown classes
-    fresh = build_manifest(job, meta, ckpt)
+    fresh = build_manifest(job, meta, ckpt, run_local)
     manifest = check_overwrite(job.out, fresh.fingerprint(), job.overwrite) or fresh
 
     # Mark the folder as this set's, drop temporary files of killed writers, find what is missing:
-    out = Path(job.out)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
+    out = job.out
+    if not storage.is_uri(out):
+        Path(out).mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)
     manifest.save(out)
     todo = [t for t in tasks if not is_written(t, manifest, out)]  # missing, partial or corrupt
 
@@ -241,5 +270,6 @@ def run_sampling(job: SampleJob, progress: bool = True, *, chunk_fn: Callable = 
 
     with bar:
         calls = [((job, task, manifest.source), {}) for task in todo]
-        run_calls(chunk_fn, calls, workers=job.workers, on_result=lambda i, info: record(todo[i], info))
+        run_calls(chunk_fn, calls, workers=job.workers, on_result=lambda i, info: record(todo[i], info),
+                  options=options)
     return manifest

@@ -140,8 +140,7 @@ def select_coreset(dataset: Dataset, method: str, ipc: int, seed: int, out, over
               "features": features_used, "seed": seed, "selected": picks}
     fresh = Manifest(list(dataset.classes), list(dataset.model_labels), ipc, method, source, config=config)
     manifest = check_overwrite(out, fresh.fingerprint(), overwrite) or fresh
-    Path(out).mkdir(parents=True, exist_ok=True)
-    manifest.save(out)
+    manifest.save(out)  # a storage location (rdistill.storage): a local folder or a URI
     for k, cls in enumerate(dataset.classes):
         s = manifest.shards.get(shard_name(k, 0))
         if s and shard_is_complete(out, shard_name(k, 0), s["rows"], s["sha256"]):

@@ -68,7 +68,9 @@ def check_pin(pin: dict, run_dir) -> None:
     """The base a run pinned is still there, byte for byte; ValueError naming it and what to do otherwise."""
     from rdistill.generate.checkpoint import CKPT_DIR
 
-    path, checkpoint = Path(pin["path"]), pin["checkpoint"]
+    from rdistill import storage
+
+    path, checkpoint = Path(storage.local_copy(pin["path"])), pin["checkpoint"]  # a URI: this node's copy
     where = path / CKPT_DIR / checkpoint if checkpoint else path
     if not where.exists():
         raise FileNotFoundError(f"run {run_dir} was trained from base {where}, which no longer exists (a base run "
@@ -154,7 +156,10 @@ def load_run(run_dir: str | Path, weights: str = "ema", device: str | torch.devi
     heads = meta.architecture["num_attention_heads"]
     if meta.init and meta.base:
         check_pin(meta.base, run_dir)
-    dit = load_base(meta.init, num_heads=heads, pin=meta.base) if meta.init else from_architecture(meta.architecture)
+    from rdistill import storage
+
+    init = storage.local_copy(meta.init) if meta.init else None  # a base in storage: this node's copy
+    dit = load_base(init, num_heads=heads, pin=meta.base) if init else from_architecture(meta.architecture)
     if meta.peft == "difffit":
         apply_difffit(dit)
     from safetensors.torch import load_file
