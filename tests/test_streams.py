@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -65,3 +66,22 @@ def test_rded_cell_on_a_folder_dataset_streams_with_a_teacher(tmp_path):
 def test_teacher_check_refuses_what_is_not_a_resnet():
     with pytest.raises(ValueError, match="no fc.weight"):
         check_teacher({"head.weight": torch.zeros(2, 3)}, 2, "t.pt")
+
+
+def test_plots_hold_1000_classes(tmp_path):
+    from PIL import Image
+
+    from rdistill.evaluate.plots import GRID_MAX_CLASSES, class_colors, grid_classes, sample_grid
+
+    classes = [f"c{k}" for k in range(25)]
+    m = Manifest(classes, list(range(25)), 1, "dit", "src")
+    for k, name in enumerate(classes):
+        rows = [shard_row(torch.zeros(3, 8, 8, dtype=torch.uint8), k, name, seed=0, index=0, source="src")]
+        m.record(write_shard(tmp_path / "set", rows, shard_name(k, 0), classes=classes), k, 0)
+    m.save(tmp_path / "set")
+    shown = grid_classes(25)
+    assert len(shown) == GRID_MAX_CLASSES == len(set(shown)) and shown == sorted(shown) and shown == grid_classes(25)
+    path = sample_grid(tmp_path / "set", tmp_path / "grid.png")
+    assert Image.open(path).size[1] < 2000  # 20 rows, not 25 (nor 1000)
+    colors = class_colors(np.arange(1000), 1000)
+    assert len({tuple(c) for c in colors.round(6).tolist()}) == 1000
