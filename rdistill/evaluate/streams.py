@@ -87,21 +87,16 @@ def pack_surrogate(folder: str, ipc: int, classes: Sequence[str], image_size: in
 
 
 class FileImages(torch.utils.data.Dataset):
-    """A file split (paths + labels) read and centre-cropped per image: (C, S, S) in [-1, 1], label."""
+    """A split read per image (files centre-cropped on access, or in-memory pixels): (C, S, S) in [-1, 1], label."""
 
     def __init__(self, split):
-        if split.paths is None:
-            raise ValueError("FileImages streams a split of files; an in-memory split is already tensors")
-        self.paths, self.labels = split.paths, split.labels
-        self.image_size, self.channels = split.image_size, split.channels
+        self.split, self.labels = split, split.labels
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.labels)
 
     def __getitem__(self, i: int):
-        from rdistill.data.files import read_image
-
-        return read_image(self.paths[i], self.image_size, self.channels), int(self.labels[i])
+        return self.split.images([i])[0], int(self.labels[i])
 
 
 def loader(data: torch.utils.data.Dataset, batch_size: int, *, shuffle_seed: int | None = None,
