@@ -4,8 +4,10 @@ with the shards an uninterrupted job wrote. The head is started here and stopped
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,13 +29,14 @@ def ray_bin() -> str:
 def head(tmp_path_factory):
     """A one-node Ray cluster of its own (own ports and temp folder): the dashboard's job-server URL."""
     tmp = tmp_path_factory.mktemp("ray-head")
+    short_tmp = tempfile.mkdtemp(prefix="rh-", dir="/tmp")  # Ray's unix sockets live here: paths <= 107 bytes
     ports = [free_port() for _ in range(7)]
     cmd = [ray_bin(), "start", "--head", "--block", "--port", str(ports[0]), "--node-ip-address", "127.0.0.1",
            "--num-cpus", "2", "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
            "--dashboard-port", str(ports[1]), "--dashboard-agent-listen-port", str(ports[2]),
            "--dashboard-agent-grpc-port", str(ports[3]), "--metrics-export-port", str(ports[4]),
            "--runtime-env-agent-port", str(ports[5]), "--ray-client-server-port", str(ports[6]),
-           "--temp-dir", str(tmp / "ray"), "--disable-usage-stats"]
+           "--temp-dir", short_tmp, "--disable-usage-stats"]
     proc = start(cmd, tmp / "head.log", {**ENV, "RAY_USAGE_STATS_ENABLED": "0"})
     address = f"http://127.0.0.1:{ports[1]}"
     try:
@@ -46,6 +49,7 @@ def head(tmp_path_factory):
         yield address
     finally:
         stop(proc, grace=60)
+        shutil.rmtree(short_tmp, ignore_errors=True)
 
 
 def job(address: str, *args, wait: bool = True, sid: str | None = None) -> subprocess.CompletedProcess:
