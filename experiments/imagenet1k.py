@@ -76,6 +76,8 @@ def parse(argv):
     p.add_argument("--phase-size", type=int, default=20, help="classes per fine-tuned model (default 20)")
     p.add_argument("--teacher", default=None, help="ResNet-18 state_dict (torchvision/timm); default: train one")
     p.add_argument("--max-concurrent", type=int, default=8, help="phases in flight (default 8)")
+    p.add_argument("--gpus", action="store_true", help="require GPUs (refused after --gpu-wait s without a GPU node)")
+    p.add_argument("--gpu-wait", type=float, default=600.0, help="seconds to wait for a GPU node (default 600)")
     p.add_argument("--address", default=None, help="Ray address (default: the job's cluster, or a local Ray)")
     p.add_argument("--smoke-test", action="store_true", help="tiny models on a synthetic tree, local Ray")
     return p.parse_args(argv)
@@ -97,7 +99,7 @@ def main(argv=None) -> int:
                             out=str(out), latent_store=args.latent_store, tracking_uri=args.tracking_uri,
                             preset="dit-tiny", image_size=SMOKE_SIZE, phase_size=4, ipcs=(1, 2),
                             finetune=FINETUNE + SMOKE_FINETUNE, sample_steps=2, guidance=4.0, sample_workers=1,
-                            max_concurrent=2, encode_actors=1, gpus=False, teacher=args.teacher, teacher_epochs=1,
+                            max_concurrent=2, encode_actors=1, gpus=args.gpus, gpu_wait=args.gpu_wait, teacher=args.teacher, teacher_epochs=1,
                             student_epochs=1, students=("resnet-18",), seeds=1, eval_image_size=SMOKE_SIZE,
                             eval_workers=1, address=args.address or local_ray())
             wnids = IMAGENET_WNIDS[:SMOKE_WNIDS]
@@ -108,7 +110,8 @@ def main(argv=None) -> int:
             job = PhasedJob(dataset="imagenet1k", root=args.root, dit=args.dit, vae=args.vae, out=str(out),
                             latent_store=args.latent_store, tracking_uri=args.tracking_uri, phase_size=args.phase_size,
                             ipcs=tuple(sorted(args.ipc)), finetune=FINETUNE, teacher=args.teacher,
-                            max_concurrent=args.max_concurrent, address=args.address, **SAMPLING, **EVALUATION)
+                            max_concurrent=args.max_concurrent, address=args.address, gpus=args.gpus or None,
+                            gpu_wait=args.gpu_wait, **SAMPLING, **EVALUATION)
             wnids = IMAGENET_WNIDS
         # Bad input, before any work (one line, exit 2):
         for ipc in job.ipcs:

@@ -48,7 +48,8 @@ class PhasedJob:
     sample_workers: int = 8  # sampling tasks in flight per phase
     max_concurrent: int = 8  # phases in flight (each a Ray Train run of one worker)
     encode_actors: int = 8  # VAE actors of the encoding pipeline
-    gpus: bool | None = None  # None: GPUs where the cluster has them
+    gpus: bool | None = None  # None: GPUs where the cluster has them; True: required (wait gpu_wait s for one)
+    gpu_wait: float = 600.0  # seconds to wait for a GPU node (an autoscaler starts one) before refusing
     teacher: str | None = None  # ResNet-18 state_dict; None: train one (teacher_epochs)
     teacher_epochs: int = 90
     student_epochs: int = 300  # the rded protocol's
@@ -210,13 +211,14 @@ def run_job(job: PhasedJob) -> dict:
     from rdistill.data import load_dataset
     from rdistill.distributed.cluster import connect, wait_for_resources
     from rdistill.evaluate.matrix import Matrix, aggregate
-    from rdistill.evaluate.cells import MatrixSpec
+    from rdistill.evaluate.cells import DataSpec, MatrixSpec
+    from rdistill.evaluate.features import compute_features
 
     start = time.time()
     Path(job.out).mkdir(parents=True, exist_ok=True)
     connect(job.address, num_cpus=job.num_cpus)
-    if job.gpus:
-        wait_for_resources({"GPU": 1}, timeout=600)
+    if job.gpus:  # asked for: a cluster that cannot hold one GPU task is refused in one line
+        wait_for_resources({"GPU": 1}, timeout=job.gpu_wait)
     if job.gpus is None:  # decided once, from the cluster the job was given
         from rdistill.distributed.cluster import resources
 
@@ -243,7 +245,10 @@ def run_job(job: PhasedJob) -> dict:
     spec = MatrixSpec(surrogates=(merged,), dataset=job.dataset, root=job.root, students=job.students,
                       seeds=job.seeds, ipcs=job.ipcs, protocol="rded", epochs=job.student_epochs, teacher=teacher,
                       image_size=job.eval_image_size)
-    matrix = Matrix(tuple(aggregate(results)), tuple(results), spec, None, time.time() - start)
+    stage("features and MMD on a seeded sample of the real train split")
+    feats = compute_features(DataSpec(job.dataset, job.root, job.eval_image_size),
+                             [("minimax", ipc, merged) for ipc in job.ipcs], None, None)
+    matrix = Matrix(tuple(aggregate(results, feats.mmd)), tuple(results), spec, feats, time.time() - start)
     (Path(job.out) / "matrix.md").write_text(matrix.as_table(markdown=True))
     matrix_run = tracking.log_matrix(matrix, {"job": asdict(job)}, experiment="imagenet1k", tracking_uri=uri,
                                      out_dir=Path(job.out) / "matrix")

@@ -48,6 +48,7 @@ def test_smoke_test_runs_the_whole_graph_and_a_resubmission_skips_finished_work(
     exp = client.get_experiment_by_name("imagenet1k").experiment_id
     (job,) = client.search_runs([exp], "tags.job_fingerprint != ''")
     assert job.data.tags["stage"].startswith("done") and "final_acc.ipc2.resnet-18" in job.data.metrics
+    assert "MMD" in (tmp_path / "matrix.md").read_text() and (tmp_path / "matrix" / "plots" / "tsne.png").exists()
     children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{job.data.tags['matrix_run']}'")
     assert len(children) == 2
 
@@ -56,3 +57,11 @@ def test_smoke_test_runs_the_whole_graph_and_a_resubmission_skips_finished_work(
     assert "latents: 0 of 6 chunks encoded now" in again.stdout and "2 of 2 cells done before" in again.stdout
     assert Manifest.load(tmp_path / "sets" / "minimax-ipc2").shards == merged.shards
     assert len(client.search_runs([exp], "tags.job_fingerprint != ''")) == 1  # the same parent run
+
+
+@pytest.mark.ray
+def test_gpus_required_on_a_cluster_without_gpus_is_refused_in_one_line(tmp_path):
+    p = run("--smoke-test", "--gpus", "--gpu-wait", "1", "--out", tmp_path)
+    assert p.returncode == 2
+    (line,) = [x for x in p.stderr.splitlines() if x.startswith("imagenet1k: error:")]
+    assert "no node of the Ray cluster can run a task that asks {'GPU': 1.0}" in line
