@@ -27,7 +27,7 @@ import sys
 import warnings
 
 # One module per group of sub-commands, each with register(subparsers); a command sets `handler`.
-COMMANDS = ["train", "model", "sample", "evaluate", "sweep"]
+COMMANDS = ["train", "model", "sample", "evaluate", "sweep", "teacher"]
 
 # The failures a user can fix: one line, exit 2 (ValueError is the house's "bad input").
 EXPECTED_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)

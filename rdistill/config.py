@@ -52,6 +52,7 @@ class DataConfig:
     hflip: bool | None = None  # random horizontal flip; None: the dataset's own default
     codec: str = "pixel"  # "pixel" (identity on [-1, 1]) or "vae:PATH" (SD AutoencoderKL folder)
     cache_latents: bool = True  # encode once (and the flipped view); False = encode every step (reference)
+    latent_store: str | None = None  # VAE latents shared by runs, by class (ImageNet scale); None: run folder
     holdout: float = 0.0  # fraction of each class's train images withheld for validation (sweeps); 0: none
 
 

@@ -156,3 +156,55 @@ def surrogate_sets(folders) -> None:
 def existing_file(path: str | None, flag: str) -> None:
     if path is not None and not Path(path).is_file():
         raise FileNotFoundError(f"{flag} {path} is not a file")
+
+
+def imagenet_root(root: str, wnids) -> None:
+    """An ImageNet root holding train/<wnid>/ and val/<wnid>/ for every one of `wnids`; the missing ones listed."""
+    from rdistill.data.imagenet import class_name
+
+    r = Path(root)
+    if not r.is_dir():
+        raise FileNotFoundError(f"ImageNet root {root} does not exist: pass the folder holding train/ and val/")
+    for split in ("train", "val"):
+        if not (r / split).is_dir():
+            hint = " (sort the 50 000 val images into val/<wnid>/ folders)" if split == "val" else ""
+            raise FileNotFoundError(f"ImageNet root {root} has no {split}/ folder{hint}")
+    for split in ("train", "val"):
+        have = {e.name for e in (r / split).iterdir() if e.is_dir()}
+        missing = [w for w in wnids if w not in have]
+        if missing:
+            shown = ", ".join(f"{w} ({class_name(w)})" for w in missing[:10])
+            more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+            raise ValueError(f"ImageNet root {root}: {split}/ misses {len(missing)} of {len(wnids)} classes: "
+                             f"{shown}{more}")
+
+
+def dit_checkpoint(path: str, preset_name: str) -> None:
+    """A DiT (diffusers folder or original .pt) of the preset's size; loads it (what the job would load)."""
+    from rdistill.models.loading import load_base
+
+    load_base(path, preset_name)  # ValueError naming depth / width / patch when the size differs
+
+
+def vae_folder(path: str) -> None:
+    """A diffusers AutoencoderKL folder (or a pipeline folder whose vae/ holds one)."""
+    import json
+
+    p = Path(path)
+    cfg = next((c for c in (p / "config.json", p / "vae" / "config.json") if c.is_file()), None)
+    if cfg is None:
+        raise FileNotFoundError(f"VAE folder {path} has no config.json (nor vae/config.json): pass a diffusers "
+                                "AutoencoderKL folder such as stabilityai/sd-vae-ft-ema")
+    kind = json.loads(cfg.read_text()).get("_class_name")
+    if kind != "AutoencoderKL":
+        raise ValueError(f"{cfg} describes a {kind}, not an AutoencoderKL: pass the VAE folder (e.g. sd-vae-ft-ema)")
+
+
+def teacher_file(path: str, num_classes: int) -> None:
+    """A torchvision / timm ResNet-18 state_dict for `num_classes` classes."""
+    import torch
+
+    from rdistill.evaluate.cells import check_teacher
+
+    existing_file(path, "--teacher")
+    check_teacher(torch.load(path, map_location="cpu", weights_only=True), num_classes, path)

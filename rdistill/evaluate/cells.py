@@ -204,8 +204,21 @@ def load_teacher(path: str, data: DataSpec) -> torch.nn.Module:
 
     d = load_data(data)
     net = build_student(TEACHER, d.num_classes, d.channels, d.image_size)
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    check_teacher(state, d.num_classes, path)
+    net.load_state_dict(state)
     return net
+
+
+def check_teacher(state: dict, num_classes: int, path: str) -> None:
+    """A torchvision / timm ResNet-18 state_dict (both name the classifier fc) for `num_classes` classes."""
+    fc = state.get("fc.weight") if isinstance(state, dict) else None
+    if fc is None:
+        raise ValueError(f"teacher {path} is not a ResNet-18 state_dict (no fc.weight): give a torchvision or timm "
+                         "resnet18 state_dict, or train one with `rdistill teacher`")
+    if fc.shape[0] != num_classes:
+        raise ValueError(f"teacher {path} has {fc.shape[0]} classes, the dataset has {num_classes}: give a teacher "
+                         "trained on this dataset's classes (`rdistill teacher`)")
 
 
 def run_cell(cell: Cell, data: DataSpec, protocol_name: str, epochs: int | None, *, teacher: str | None = None,
@@ -214,10 +227,28 @@ def run_cell(cell: Cell, data: DataSpec, protocol_name: str, epochs: int | None,
     from rdistill.evaluate.training import train_and_test
 
     protocol = get_protocol(protocol_name, epochs)
+    if load_data(data).test.paths is not None:  # a folder dataset (ImageNet): stream, never whole splits
+        return run_cell_streamed(cell, data, protocol, teacher=teacher, device=device, keep_model=keep_model)
     x, y = train_tensors(data, cell.surrogate, cell.ipc)
     tx, ty = real_test_tensors(data)
     d = load_data(data)
     r = train_and_test(cell.student, protocol, x, y, tx, ty, num_classes=d.num_classes, seed=cell.seed,
                        device=resolve_device(device), teacher=load_teacher(teacher, data) if teacher else None)
+    state = {k: v.cpu() for k, v in r["model"].state_dict().items()} if keep_model else None
+    return CellResult(cell, r["final_acc"], r["best_acc"], tuple(r["history"]), r["epochs"], r["seconds"], state)
+
+
+def run_cell_streamed(cell: Cell, data: DataSpec, protocol, *, teacher: str | None, device: str,
+                      keep_model: bool, workers: int = 2) -> CellResult:
+    """run_cell for a file dataset: the surrogate set (packed on node-local scratch) and the real split
+    read in batches by DataLoader workers (rdistill.evaluate.streams)."""
+    from rdistill.evaluate.streams import FileImages, pack_surrogate, train_and_test_streamed
+
+    d = load_data(data)
+    train = FileImages(d.train) if cell.surrogate == FULL else \
+        pack_surrogate(cell.surrogate, cell.ipc, d.classes, d.image_size)
+    r = train_and_test_streamed(cell.student, protocol, train, FileImages(d.test), num_classes=d.num_classes,
+                                seed=cell.seed, device=resolve_device(device), workers=workers,
+                                teacher=load_teacher(teacher, data) if teacher else None)
     state = {k: v.cpu() for k, v in r["model"].state_dict().items()} if keep_model else None
     return CellResult(cell, r["final_acc"], r["best_acc"], tuple(r["history"]), r["epochs"], r["seconds"], state)

@@ -59,8 +59,15 @@ def compute_features(data: DataSpec, sets: list[tuple[str, int, str]], student: 
     real = torch.cat([features(net, train.images(i)) for i in idx.split(FEATURE_BATCH)])  # (n, D)
     out, dist = {}, {}
     for method, ipc, folder in sets:
-        x, y = train_tensors(data, folder, ipc)
-        out[method, ipc] = (features(net, x, FEATURE_BATCH), y)
+        if load_data(data).train.paths is not None:  # a folder dataset: the set streamed, never whole
+            from rdistill.evaluate.streams import loader, pack_surrogate
+
+            s = pack_surrogate(folder, ipc, load_data(data).classes, load_data(data).image_size)
+            out[method, ipc] = (torch.cat([features(net, x, FEATURE_BATCH) for x, _ in loader(s, FEATURE_BATCH)]),
+                                s.labels)
+        else:
+            x, y = train_tensors(data, folder, ipc)
+            out[method, ipc] = (features(net, x, FEATURE_BATCH), y)
         dist[method, ipc] = {k: mmd(out[method, ipc][0], real, kernel=k) for k in ("linear", "rbf")}
     return Features(f"{name}; {len(idx)} of {len(train)} real train images", real, train.labels[idx], out, dist)
 

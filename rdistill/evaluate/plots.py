@@ -2,7 +2,8 @@
 
 - accuracy vs IPC, one figure per student: a line per method, best (solid) and final (dashed), mean ± std
   over seeds as error bars, the full-data result as a horizontal line;
-- a sample grid per surrogate set: the first images of every class (a row per class);
+- a sample grid per surrogate set: the first images of each class (a row per class; at most GRID_MAX_CLASSES
+  rows, a seeded subset of the classes when the set has more, e.g. ImageNet-1K's 1000);
 - t-SNE of real vs surrogate features (the paper's Fig. 3): one panel per method at its largest IPC.
 """
 
@@ -18,6 +19,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 GRID_PER_CLASS = 10  # images per class in a sample grid
+GRID_MAX_CLASSES = 20  # rows of a sample grid: 1000 rows would be ~72 k px high, over Agg's limit
+GRID_SEED = 0  # which classes a grid of a larger set shows
 TSNE_MAX_REAL = 1000  # real points in a t-SNE panel (evenly spaced over the train split)
 DPI = 120
 
@@ -63,9 +66,11 @@ def sample_grid(folder, path, per_class: int = GRID_PER_CLASS) -> Path:
     from rdistill.data.shards import Manifest, read_surrogate
 
     m = Manifest.load(folder)
-    s = read_surrogate(folder, min(per_class, m.ipc))
-    x, y = s.tensors()  # (N, C, H, W) in [-1, 1]
-    n_cls, n = len(s.classes), min(per_class, m.ipc)
+    shown = grid_classes(len(m.classes))
+    s = read_surrogate(folder, min(per_class, m.ipc), classes=shown)
+    x, y = s.tensors()  # (N, C, H, W) in [-1, 1], y = the set's class index
+    y = torch.tensor([shown.index(int(v)) for v in y])  # the grid's row
+    n_cls, n = len(shown), min(per_class, m.ipc)
     fig, axes = plt.subplots(n_cls, n, figsize=(n * 0.6 + 0.8, n_cls * 0.6 + 0.4), squeeze=False)
     for k in range(n_cls):
         imgs = x[y == k]
@@ -76,10 +81,26 @@ def sample_grid(folder, path, per_class: int = GRID_PER_CLASS) -> Path:
                 img = ((imgs[i] + 1) / 2).clamp(0, 1).permute(1, 2, 0).numpy()  # (H, W, C)
                 ax.imshow(img[:, :, 0] if img.shape[2] == 1 else img, cmap="gray", vmin=0, vmax=1,
                           interpolation="nearest")
-        axes[k, 0].set_ylabel(s.classes[k], rotation=0, ha="right", va="center", fontsize=7)
+        axes[k, 0].set_ylabel(m.classes[shown[k]], rotation=0, ha="right", va="center", fontsize=7)
     fig.subplots_adjust(wspace=0.05, hspace=0.05)
-    fig.suptitle(f"{m.method}, IPC {m.ipc} ({folder})", fontsize=8)
+    subset = "" if n_cls == len(m.classes) else f"; {n_cls} of {len(m.classes)} classes, seed {GRID_SEED}"
+    fig.suptitle(f"{m.method}, IPC {m.ipc} ({folder}{subset})", fontsize=8)
     return _save(fig, path)
+
+
+def grid_classes(k: int, max_classes: int = GRID_MAX_CLASSES) -> list[int]:
+    """The class indices a sample grid shows: all of k, or a seeded sorted subset of max_classes."""
+    if k <= max_classes:
+        return list(range(k))
+    return sorted(torch.randperm(k, generator=torch.Generator().manual_seed(GRID_SEED))[:max_classes].tolist())
+
+
+def class_colors(labels, k: int) -> np.ndarray:
+    """(n, 4) RGBA per label: tab10 up to 10 classes, else k distinct hues of a cyclic map (no repeats)."""
+    labels = np.asarray(labels)
+    if k <= 10:
+        return plt.get_cmap("tab10")(labels)
+    return plt.get_cmap("hsv", k + 1)(labels)  # k + 1 entries: hsv is cyclic, its first and last are both red
 
 
 def tsne_plot(features, path, seed: int = 0, max_real: int | None = None) -> Path:
@@ -97,7 +118,7 @@ def tsne_plot(features, path, seed: int = 0, max_real: int | None = None) -> Pat
         f, y = features.sets[method, ipc]
         z = tsne_embedding(torch.cat([real, f]), seed)  # (n_real + n, 2)
         ax.scatter(z[: len(real), 0], z[: len(real), 1], s=3, c="0.75", label="real")
-        ax.scatter(z[len(real):, 0], z[len(real):, 1], s=14, c=np.asarray(y), cmap="tab10",
+        ax.scatter(z[len(real):, 0], z[len(real):, 1], s=14, c=class_colors(y, int(max(y)) + 1 if len(y) else 1),
                         edgecolors="k", linewidths=0.3, label=f"{method} (colour = class)")
         ax.set(title=f"{method}, IPC {ipc}", xticks=[], yticks=[])
         ax.legend(fontsize=7, loc="lower right")

@@ -48,6 +48,7 @@ class Protocol:
     cutmix_beta: float  # lambda ~ Beta(beta, beta)
     soft_labels: SoftLabels | None
     image_size: int | None  # the resolution the student trains and tests at; None = the data's own
+    input_norm: str | None = None  # "imagenet": networks see ImageNet mean/std normalised RGB; None: [-1, 1]
 
     def __post_init__(self):
         if self.optimizer not in ("sgd", "adamw"):
@@ -58,6 +59,8 @@ class Protocol:
             raise ValueError(f"protocol {self.name!r}: no fixed epochs and no catch-all (None, epochs) rule")
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.input_norm not in (None, "imagenet"):
+            raise ValueError(f"input_norm must be None or 'imagenet', got {self.input_norm!r}")
         if not 0.0 <= self.cutmix_prob <= 1.0:
             raise ValueError(f"cutmix_prob must be in [0, 1], got {self.cutmix_prob}")
 
@@ -113,6 +116,7 @@ PROTOCOLS = {
         cutmix_beta=1.0,
         soft_labels=SoftLabels(temperature=20.0),  # RDED: T = 20 with CutMix
         image_size=224,
+        input_norm="imagenet",  # RDED normalises with the ImageNet mean/std (torchvision ResNet-18 teacher)
     ),
     "small": Protocol(
         name="small",

@@ -71,7 +71,7 @@ def train_and_test(
         train_epoch(model, optimizer, protocol, train_images, train_labels, num_classes, g, teacher)
         scheduler.step()
         if epoch % eval_every == 0 or epoch == epochs:
-            history.append((epoch, evaluate(model, test_images, test_labels, device)))
+            history.append((epoch, evaluate(model, test_images, test_labels, device, protocol)))
             bar.set_postfix(acc=history[-1][1])
     return dict(
         final_acc=history[-1][1],
@@ -123,13 +123,20 @@ def build_optimizer(model: nn.Module, protocol: Protocol) -> torch.optim.Optimiz
 
 def train_epoch(model, optimizer, protocol, images, labels, num_classes, g, teacher) -> None:
     """One pass over the training set in shuffled batches (the last one may be smaller)."""
+    order = [idx.to(images.device) for idx in torch.randperm(len(images), generator=g).split(protocol.batch_size)]
+    train_batches(model, optimizer, protocol, ((images[idx], labels[idx]) for idx in order), num_classes, g, teacher)
+
+
+def train_batches(model, optimizer, protocol, batches, num_classes, g, teacher) -> None:
+    """One optimiser step per (images (B, C, H, W), labels (B,)) batch: augment, CutMix, loss (a tensor set's
+    epoch and a streamed one, rdistill.evaluate.streams, share it)."""
     model.train()
-    for idx in torch.randperm(len(images), generator=g).split(protocol.batch_size):
-        idx = idx.to(images.device)
-        x = augment(images[idx], protocol, g)  # (B, C, H, W)
-        targets = F.one_hot(labels[idx], num_classes).float()  # (B, K)
+    for images, labels in batches:
+        x = augment(images, protocol, g)  # (B, C, H, W)
+        targets = F.one_hot(labels, num_classes).float()  # (B, K)
         if protocol.cutmix_prob > 0 and torch.rand(1, generator=g).item() < protocol.cutmix_prob:
             x, targets = cutmix(x, targets, protocol.cutmix_beta, g)
+        x = normalize_input(x, protocol)
         logits = model(x)
         if teacher is None:
             loss = -(targets * F.log_softmax(logits, dim=1)).sum(1).mean()  # CE against the mixed labels
@@ -150,15 +157,38 @@ def distillation_loss(logits: torch.Tensor, teacher: nn.Module, x: torch.Tensor,
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: str = "cpu") -> float:
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: str = "cpu",
+             protocol: Protocol | None = None) -> float:
     """Top-1 accuracy in % over (N, C, H, W) images, in batches of TEST_BATCH."""
     if len(labels) == 0:
         raise ValueError("the test set is empty")
+    return evaluate_batches(model, zip(images.split(TEST_BATCH), labels.split(TEST_BATCH)), device, protocol)
+
+
+@torch.no_grad()
+def evaluate_batches(model: nn.Module, batches, device: str = "cpu", protocol: Protocol | None = None) -> float:
+    """Top-1 accuracy in % over (images, labels) batches (a tensor split's, or a DataLoader's)."""
     model.eval()
-    correct = 0
-    for x, y in zip(images.split(TEST_BATCH), labels.split(TEST_BATCH)):
-        correct += (model(x.to(device)).argmax(1).cpu() == y).sum().item()
-    return 100.0 * correct / len(labels)
+    correct = total = 0
+    for x, y in batches:
+        correct += (model(normalize_input(x.to(device), protocol)).argmax(1).cpu() == y).sum().item()
+        total += len(y)
+    if total == 0:
+        raise ValueError("the test set is empty")
+    return 100.0 * correct / total
+
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's ImageNet models
+
+
+def normalize_input(x: torch.Tensor, protocol: Protocol | None) -> torch.Tensor:
+    """What the protocol's networks take: x in [-1, 1] as is, or ImageNet mean/std normalised (`rded`: the
+    torchvision / timm ResNet-18 teacher was trained on such inputs)."""
+    if protocol is None or protocol.input_norm is None:
+        return x
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return ((x + 1) / 2 - mean) / std
 
 
 # Augmentation (IDC order: crop -> flip -> colour jitter -> lighting), per image.

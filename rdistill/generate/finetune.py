@@ -188,6 +188,11 @@ def latent_source(cfg: RunConfig, dataset: Dataset, hflip: bool, run_dir: Path, 
     codec = codec or load_codec(cfg.data.codec, dataset.channels)
     if not cfg.data.cache_latents:
         return PerStepEncoder(codec, dataset.train, hflip)
+    if cfg.data.latent_store and codec.stochastic:  # ImageNet scale: only this run's classes, shared by runs
+        from rdistill.generate.latent_store import open_latents, store_classes
+
+        base, base_classes = store_classes(cfg.data, dataset)
+        return open_latents(cfg.data.latent_store, base, dataset.classes, base_classes, dataset.train, codec, hflip)
     return load_or_encode(run_dir / "latents", codec, dataset.train, hflip=hflip, batch_size=64,
                           progress=progress, dataset_name=cfg.data.name)
 

@@ -9,6 +9,10 @@ have the reference's distribution exactly; only the encoder's cost leaves the tr
 For the pixel codec the latent is the image itself: the cache holds one view and no std, and the
 flipped view is made by flipping at fetch time (exact, since the identity commutes with the flip).
 
+This in-process cache serves small datasets (digits, Fashion-MNIST, the pixel codec). A VAE-coded folder
+dataset at ImageNet scale sets `data.latent_store` and uses rdistill.generate.latent_store instead: the same
+moments and draws, sharded by class in storage, shared by every run.
+
 `PerStepEncoder` is the reference's behaviour (encode at every step), kept for parity. Both fetchers
 draw from the generator in the same order (flips, then noise), so with the same seed they return the
 same batch up to the encoder's floating-point batch effects.
