@@ -17,6 +17,7 @@ the frozen rest comes from the base named in model.json.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import shutil
@@ -144,3 +145,24 @@ def weights_hash(ckpt: Path) -> str:
     check_checkpoint(ckpt, ("ema.safetensors",))
     with open(Path(ckpt) / "ema.safetensors", "rb") as f:  # streamed: a full DiT-XL/2 EMA is 2.7 GB
         return hashlib.file_digest(f, "sha256").hexdigest()[:16]
+
+
+class LossLog:
+    """losses.csv, truncated to the resumed step so a crash between checkpoints leaves no duplicates."""
+
+    FIELDS = ["step", "loss_total", "loss_mse", "loss_vb", "loss_pos", "loss_neg", "seconds"]
+
+    def __init__(self, path: Path, start: int):
+        self.path = path
+        rows = []
+        if path.exists():
+            with path.open() as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, self.FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+
+    def write(self, metrics: dict) -> None:
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, self.FIELDS, extrasaction="ignore").writerow(metrics)

@@ -9,7 +9,6 @@ z0 and x0_hat in the class memories. All randomness of step k comes from a gener
 
 from __future__ import annotations
 
-import csv
 import functools
 import math
 import time
@@ -98,7 +97,7 @@ def train(cfg: RunConfig, *, callbacks: Callbacks = Callbacks(), world: World = 
     null = num_classes_of(dit)
     model_labels = torch.tensor(dataset.model_labels)
     total_params, n_train = count_parameters(dit)
-    log = LossLog(run_dir / "losses.csv", start) if world.rank == 0 else None
+    log = ckpt_io.LossLog(run_dir / "losses.csv", start) if world.rank == 0 else None
 
     # Train:
     bar = tqdm(range(start, total), initial=start, total=total, disable=not progress or world.rank != 0,
@@ -279,24 +278,3 @@ def check_same_run(cfg: RunConfig, saved: RunConfig, run_dir: Path) -> None:
                 for k in a[s] if a[s][k] != b[s][k]]
         raise ValueError(f"{run_dir} holds a run with another config ({'; '.join(diff)}); "
                          "choose another --out or delete the folder")
-
-
-class LossLog:
-    """losses.csv, truncated to the resumed step so a crash between checkpoints leaves no duplicates."""
-
-    FIELDS = ["step", "loss_total", "loss_mse", "loss_vb", "loss_pos", "loss_neg", "seconds"]
-
-    def __init__(self, path: Path, start: int):
-        self.path = path
-        rows = []
-        if path.exists():
-            with path.open() as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
-        with path.open("w", newline="") as f:
-            w = csv.DictWriter(f, self.FIELDS)
-            w.writeheader()
-            w.writerows(rows)
-
-    def write(self, metrics: dict) -> None:
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, self.FIELDS, extrasaction="ignore").writerow(metrics)
