@@ -63,6 +63,11 @@ def train_all(s: StudySettings, progress: bool) -> dict[str, Path]:
 
     runs = {}
     for method, cfg in [(GENERATED, s.base)] + [(m, finetune_config(s, m)) for m in s.finetune]:
+        ckpt = latest_checkpoint(cfg.out)
+        if method == GENERATED and ckpt is not None and not (ckpt / "optimizer.pt").exists():
+            print(f"[study] base: {cfg.out} (published: its EMA only, used as it is)")  # experiments/bases/
+            runs[method] = Path(cfg.out)
+            continue
         start = time.perf_counter()
         verb = "training" if latest_checkpoint(cfg.out) is None else "checking"
         print(f"[study] {verb} {method} in {cfg.out}")
