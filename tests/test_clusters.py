@@ -10,7 +10,6 @@ ROOT = Path(__file__).resolve().parents[1]
 FILES = sorted((ROOT / "clusters").glob("*.yaml"))
 AUTOSCALER = [p for p in FILES if "provider" in next(yaml.safe_load_all(p.read_text()))]
 KUBERAY = [p for p in FILES if p.name.startswith("kuberay-ray")]
-MISSING_LATER = {"experiments/imagenet1k.py": "issue 10 adds experiments/imagenet1k.py"}
 
 
 def docs(path: Path) -> list[dict]:
@@ -25,8 +24,7 @@ def scripts(path: Path) -> list[str]:
 def entrypoint_cases():
     for p in FILES:
         for s in scripts(p):
-            marks = [pytest.mark.xfail(reason=MISSING_LATER[s], strict=False)] if s in MISSING_LATER else []
-            yield pytest.param(p, s, marks=marks, id=f"{p.name}:{s}")
+            yield pytest.param(p, s, id=f"{p.name}:{s}")
 
 
 def test_there_are_cluster_files_of_each_kind():
