@@ -25,3 +25,16 @@ def run_dir(tmp_path_factory):
     cfg = load_config(None, ["data.name=digits", "model.preset=dit-tiny", "train.method=pretrain",
                              "train.max_steps=3", "train.batch_size=16", f"out={out}"])
     return train(cfg, progress=False)
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """A real S3 API on loopback (moto_server), its endpoint URL; dummy credentials in the environment, as
+    the cluster tests' nodes get them. Started once, stopped by its own handle."""
+    from servers import DUMMY_AWS, start_moto, stop
+
+    for k, v in DUMMY_AWS.items():
+        os.environ.setdefault(k, v)
+    proc, endpoint = start_moto(tmp_path_factory.mktemp("moto"))
+    yield endpoint
+    stop(proc)

@@ -6,16 +6,7 @@ import pytest
 from pyarrow import fs as pafs
 
 from rdistill import storage
-from servers import DUMMY_AWS, s3_uri, start_moto, stop
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory):
-    for k, v in DUMMY_AWS.items():
-        os.environ.setdefault(k, v)
-    proc, endpoint = start_moto(tmp_path_factory.mktemp("moto"))
-    yield endpoint
-    stop(proc)
+from servers import DUMMY_AWS, s3_uri
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.cluster)])
@@ -23,7 +14,7 @@ def root(request, tmp_path):
     """A fresh storage location: a local folder, or a prefix in a bucket of the S3 server."""
     if request.param == "local":
         return str(tmp_path / "store")
-    return s3_uri(request.getfixturevalue("s3_endpoint"), "rdistill", tmp_path.name)
+    return s3_uri(request.getfixturevalue("s3"), "rdistill", tmp_path.name)
 
 
 def test_resolve_keeps_uris_and_makes_local_paths_absolute(tmp_path, monkeypatch):
@@ -148,8 +139,8 @@ def test_check_writable_names_an_unreachable_s3_endpoint(monkeypatch):
 
 
 @pytest.mark.cluster
-def test_check_writable_names_a_missing_bucket_without_creation(s3_endpoint):
-    uri = s3_uri(s3_endpoint, "no-such-bucket").replace("&allow_bucket_creation=true", "")
+def test_check_writable_names_a_missing_bucket_without_creation(s3):
+    uri = s3_uri(s3, "no-such-bucket").replace("&allow_bucket_creation=true", "")
     with pytest.raises(ValueError, match="no-such-bucket"):
         storage.check_writable(uri)
 

@@ -10,17 +10,7 @@ import os
 
 import pytest
 
-from servers import DUMMY_AWS, kill_leftovers, node_env, node_processes, s3_uri, start_mlflow, start_moto, stop
-
-
-@pytest.fixture(scope="session")
-def s3(tmp_path_factory):
-    """The moto S3 endpoint URL (dummy credentials in the environment, as the nodes get them)."""
-    for k, v in DUMMY_AWS.items():
-        os.environ.setdefault(k, v)
-    proc, endpoint = start_moto(tmp_path_factory.mktemp("moto"))
-    yield endpoint
-    stop(proc)
+from servers import kill_leftovers, node_env, node_processes, s3_uri, start_mlflow, stop
 
 
 @pytest.fixture(scope="session")
