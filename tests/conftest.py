@@ -15,6 +15,12 @@ torch.set_num_threads(1)
 import pytest  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def no_tracking_uri_from_another_test(monkeypatch):
+    """rdistill honours MLFLOW_TRACKING_URI, and mlflow.set_tracking_uri sets it: no test sees another's."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory):
     """A real training run folder for the sampling tests: dit-tiny pretrained on digits for 3 steps."""
