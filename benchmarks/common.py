@@ -24,3 +24,17 @@ def write_report(report: dict, out: Path, smoke_test: bool) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")
+
+
+def status_kib(key: str) -> int:
+    """A memory line of /proc/self/status in KiB (VmRSS: now, VmHWM: peak since the last reset)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise ValueError(f"/proc/self/status has no {key}")
+
+
+def reset_peak() -> int:
+    """Reset the peak RSS (VmHWM := VmRSS, `5 > /proc/self/clear_refs`); the RSS now, in KiB."""
+    Path("/proc/self/clear_refs").write_text("5")
+    return status_kib("VmRSS")

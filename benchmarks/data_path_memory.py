@@ -31,22 +31,12 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import machine, write_report  # noqa: E402
+from benchmarks.common import machine, reset_peak, status_kib, write_report  # noqa: E402
 
 WNIDS = ["n01440764", "n01443537", "n01484850", "n01491361"]
 SIZE, CHUNK = 32, 32
 
 
-def status_kib(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise ValueError(f"/proc/self/status has no {key}")
-
-
-def reset_peak() -> int:
-    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-    return status_kib("VmRSS")
 
 
 def child(stage: str, tmp: str) -> dict:
@@ -71,7 +61,7 @@ def child(stage: str, tmp: str) -> dict:
         for step in range(200):
             lat.batch(torch.randint(0, len(lat), (8,), generator=g), g)
     else:
-        from rdistill.evaluate.cells import Cell, DataSpec, run_cell, train_tensors, real_test_tensors
+        from rdistill.evaluate.cells import Cell, DataSpec, real_test_tensors, train_tensors
         from rdistill.evaluate.protocols import get_protocol
         from rdistill.evaluate.training import train_and_test
 

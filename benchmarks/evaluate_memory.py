@@ -15,7 +15,6 @@ killed at 21 GB) is only estimated, which is what `--max-memory` refuses.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
@@ -25,17 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine, write_report  # benchmarks/common.py
+from common import machine, reset_peak, status_kib, write_report  # benchmarks/common.py
 
 STUDENT = "convnet-3"
 
-
-def status_kib(key: str) -> int:
-    """A memory line of /proc/self/status in KiB (VmRSS: now, VmHWM: peak since the last reset)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise ValueError(f"/proc/self/status has no {key}")
 
 
 def make_folder(root: Path, classes: int, per_class: int, size: int) -> Path:
@@ -69,8 +61,7 @@ def child(folder: str, image_size: int, per_class: int | None) -> dict:
     protocol = get_protocol("small", 1)
     batch = min(protocol.batch_size, len(x))
     estimate = estimate_memory(build_student(STUDENT, d.num_classes, d.channels, image_size), d, batch)
-    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-    before = status_kib("VmRSS")
+    before = reset_peak()  # VmHWM := VmRSS
     t0 = time.perf_counter()
     train_and_test(STUDENT, protocol, x, y, tx, ty, num_classes=d.num_classes, seed=0, device="cpu")
     return {"image_size": image_size, "cell": "full" if per_class is None else f"ipc {per_class}",

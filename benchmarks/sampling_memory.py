@@ -24,20 +24,13 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
-from common import machine, write_report  # benchmarks/common.py
+from common import machine, reset_peak, status_kib, write_report  # benchmarks/common.py
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 CHUNK, STEPS = 10, 5
 
-
-def status_kib(key: str) -> int:
-    """A memory line of /proc/self/status in KiB (VmRSS: now, VmHWM: peak since the last reset)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise ValueError(f"/proc/self/status has no {key}")
 
 
 def child(run_dir: str, mode: str, ipc: int, out: str) -> dict:
@@ -55,8 +48,7 @@ def child(run_dir: str, mode: str, ipc: int, out: str) -> dict:
     job = SampleJob(run_dir=run_dir, out=out, ipc=ipc, steps=STEPS, chunk_size=CHUNK, batch_size=CHUNK,
                     workers=workers)
     run_sampling(SampleJob(**{**job.__dict__, "out": out + "-warm-up", "ipc": 2 * CHUNK}), progress=False)
-    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-    rss_before = status_kib("VmRSS")
+    rss_before = reset_peak()  # VmHWM := VmRSS
     tracemalloc.start()
     t0 = time.perf_counter()
     run_sampling(job, progress=True)

@@ -24,7 +24,7 @@ from rdistill.generate.ema import update_ema
 from rdistill.generate.finetune import train_step
 from rdistill.generate.minimax import MinimaxMemory
 from rdistill.models.difffit import apply_difffit, trainable_parameters
-from rdistill.models.dit import build_dit, dit_callable, init_dit_
+from rdistill.models.dit import dit_callable, init_dit_
 
 NUM_CLASSES, BATCH, SHAPE = 10, 8, (4, 16, 16)
 MEMORY_SIZES = (64, 1024)

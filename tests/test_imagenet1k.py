@@ -1,6 +1,5 @@
 """experiments/imagenet1k.py: the whole graph on a synthetic ImageNet-shaped tree (--smoke-test), resumed."""
 
-import json
 import os
 import subprocess
 import sys

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from rdistill.generate import checkpoint as ckpt_io
 from rdistill.config import RunConfig, from_dict, to_dict
-from rdistill.distributed.train_checkpoints import (RUN_FILES, package, package_memory, publish,  # noqa: F401
+from rdistill.distributed.train_checkpoints import (package, package_memory, publish,  # noqa: F401
                                                     restore, restore_published, step_of)
 from rdistill.generate.finetune import Callbacks, World
 

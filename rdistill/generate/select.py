@@ -17,8 +17,6 @@ All three are greedy orders, so the selection of a smaller IPC is a prefix of a 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from tqdm.auto import tqdm

@@ -5,7 +5,6 @@ module of rdistill.sweep and importing none of them.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
