@@ -76,7 +76,8 @@ def parse(argv):
     p.add_argument("--phase-size", type=int, default=20, help="classes per fine-tuned model (default 20)")
     p.add_argument("--teacher", default=None, help="ResNet-18 state_dict (torchvision/timm); default: train one")
     p.add_argument("--max-concurrent", type=int, default=8, help="phases in flight (default 8)")
-    p.add_argument("--gpus", action="store_true", help="require GPUs (refused after --gpu-wait s without a GPU node)")
+    p.add_argument("--gpus", action="store_true", help="one GPU per phase run, encoder and task, declared: an autoscaler adds GPU nodes; "
+                   "refused after --gpu-wait s without one (default: CPUs)")
     p.add_argument("--gpu-wait", type=float, default=600.0, help="seconds to wait for a GPU node (default 600)")
     p.add_argument("--address", default=None, help="Ray address (default: the job's cluster, or a local Ray)")
     p.add_argument("--smoke-test", action="store_true", help="tiny models on a synthetic tree, local Ray")
@@ -110,7 +111,7 @@ def main(argv=None) -> int:
             job = PhasedJob(dataset="imagenet1k", root=args.root, dit=args.dit, vae=args.vae, out=str(out),
                             latent_store=args.latent_store, tracking_uri=args.tracking_uri, phase_size=args.phase_size,
                             ipcs=tuple(sorted(args.ipc)), finetune=FINETUNE, teacher=args.teacher,
-                            max_concurrent=args.max_concurrent, address=args.address, gpus=args.gpus or None,
+                            max_concurrent=args.max_concurrent, address=args.address, gpus=args.gpus,
                             gpu_wait=args.gpu_wait, **SAMPLING, **EVALUATION)
             wnids = IMAGENET_WNIDS
         # Bad input, before any work (one line, exit 2):

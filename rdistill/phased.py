@@ -48,7 +48,7 @@ class PhasedJob:
     sample_workers: int = 8  # sampling tasks in flight per phase
     max_concurrent: int = 8  # phases in flight (each a Ray Train run of one worker)
     encode_actors: int = 8  # VAE actors of the encoding pipeline
-    gpus: bool | None = None  # None: GPUs where the cluster has them; True: required (wait gpu_wait s for one)
+    gpus: bool = False  # declared (--gpus): one GPU per phase run, encoder actor and task (wait gpu_wait s for a node)
     gpu_wait: float = 600.0  # seconds to wait for a GPU node (an autoscaler starts one) before refusing
     teacher: str | None = None  # ResNet-18 state_dict; None: train one (teacher_epochs)
     teacher_epochs: int = 90
@@ -219,10 +219,6 @@ def run_job(job: PhasedJob) -> dict:
     connect(job.address, num_cpus=job.num_cpus)
     if job.gpus:  # asked for: a cluster that cannot hold one GPU task is refused in one line
         wait_for_resources({"GPU": 1}, timeout=job.gpu_wait)
-    if job.gpus is None:  # decided once, from the cluster the job was given
-        from rdistill.distributed.cluster import resources
-
-        job = replace(job, gpus=resources().has_gpu)
     uri = tracking.mlflow_uri(job.out, job.tracking_uri)
     client = tracking.client(uri)
     parent = job_run(client, tracking.experiment_id(client, "imagenet1k"), job)

@@ -12,7 +12,7 @@
 5. the matrix on the real test split: every set at each IPC (small protocol, `seeds` students) and the
    full train split as the upper bound (its own epochs), merged into one Matrix for MLflow.
 Everything lands under `out` and is reused by a rerun: runs resume, complete sets are skipped, the
-validation table is kept in validation.json.
+validation table is kept in validation.json (entry by entry) and each part of the matrix in matrix/parts.
 """
 
 from __future__ import annotations
@@ -113,18 +113,23 @@ def validate(s: StudySettings, folder: Path, ipc: int, seed: int = 0) -> float:
     return r["final_acc"]
 
 
-def choose_guidance(s: StudySettings, sets: dict[tuple[str, float], Path]) -> dict:
-    """Validation accuracy of every (method, guidance, IPC) (kept in validation.json) and, for each
-    (method, IPC), the guidance with the best one."""
+def choose_guidance(s: StudySettings, sets: dict[tuple[str, float], Path], address: str | None = None) -> dict:
+    """Validation accuracy of every (method, guidance, IPC) (kept in validation.json, each as it lands; students
+    run as `s.workers` Ray tasks) and, for each (method, IPC), the guidance with the best one."""
+    from rdistill.distributed.tasks import run_calls
+
     path = Path(s.out) / "validation.json"
     table = json.loads(path.read_text()) if path.exists() else {}
+    todo = [(f"{m}|{g:g}|{ipc}", folder, ipc) for (m, g), folder in sets.items() for ipc in s.ipcs
+            if f"{m}|{g:g}|{ipc}" not in table]
+
+    def record(i: int, acc: float) -> None:
+        table[todo[i][0]] = acc
+        path.write_text(json.dumps(table, indent=1, sort_keys=True))
+
     start = time.perf_counter()
-    for (method, g), folder in sets.items():
-        for ipc in s.ipcs:
-            key = f"{method}|{g:g}|{ipc}"
-            if key not in table:
-                table[key] = validate(s, folder, ipc)
-                path.write_text(json.dumps(table, indent=1, sort_keys=True))
+    run_calls(validate, [((s, folder, ipc), {}) for _, folder, ipc in todo], workers=s.workers, address=address,
+              on_result=record)
     log_minutes(s, "validate guidance", start)
     best = {}
     for (method, g), folder in sets.items():
@@ -147,23 +152,19 @@ def select_all(s: StudySettings) -> list[Path]:
 
 
 def evaluate_all(s: StudySettings, best: dict, coresets: list[Path], address: str | None):
-    """The matrix: each IPC with each method's chosen set and the coresets, then the full-data bound."""
+    """The matrix: each IPC with each method's chosen set and the coresets, then the full-data bound; each
+    part is kept under <out>/matrix/parts, so a rerun evaluates only the parts not done yet."""
     from rdistill.evaluate.cells import MatrixSpec
-    from rdistill.evaluate.matrix import Matrix, aggregate, evaluate_matrix
+    from rdistill.evaluate.matrix import Matrix, aggregate
 
-    parts = []
+    specs = {}
     for ipc in s.ipcs:
         chosen = [str(folder) for (method, k), (_, _, folder) in best.items() if k == ipc]
-        spec = MatrixSpec(tuple(chosen + [str(c) for c in coresets]), s.target, seeds=s.seeds, ipcs=(ipc,),
-                          epochs=s.student_epochs)
-        start = time.perf_counter()
-        parts.append(evaluate_matrix(spec, workers=s.workers, address=address))
-        log_minutes(s, f"evaluate ipc {ipc}", start)
+        specs[f"evaluate ipc {ipc}"] = MatrixSpec(tuple(chosen + [str(c) for c in coresets]), s.target,
+                                                  seeds=s.seeds, ipcs=(ipc,), epochs=s.student_epochs)
     if s.full_epochs is not None:
-        start = time.perf_counter()
-        parts.append(evaluate_matrix(MatrixSpec((), s.target, seeds=s.seeds, full=True, epochs=s.full_epochs),
-                                     workers=s.workers, address=address))
-        log_minutes(s, "evaluate full", start)
+        specs["evaluate full"] = MatrixSpec((), s.target, seeds=s.seeds, full=True, epochs=s.full_epochs)
+    parts = [evaluate_part(s, name, spec, address) for name, spec in specs.items()]
     results = [r for m in parts for r in m.results]
     mmd = {k: v for m in parts if m.features for k, v in m.features.mmd.items()}
     sets = {k: v for m in parts if m.features for k, v in m.features.sets.items()}
@@ -171,6 +172,27 @@ def evaluate_all(s: StudySettings, best: dict, coresets: list[Path], address: st
     spec = replace(parts[0].spec, ipcs=tuple(s.ipcs), full=s.full_epochs is not None,
                    surrogates=tuple(dict.fromkeys(x for m in parts for x in m.spec.surrogates)))
     return Matrix(tuple(aggregate(results, mmd)), tuple(results), spec, features, sum(m.seconds for m in parts))
+
+
+def evaluate_part(s: StudySettings, name: str, spec, address: str | None):
+    """One part of the matrix, evaluated once: kept as <out>/matrix/parts/<name>.pkl with its spec, and
+    reused while the spec is the same."""
+    import pickle
+
+    from rdistill.common.files import atomic_write_bytes
+    from rdistill.evaluate.matrix import evaluate_matrix
+
+    path = Path(s.out) / "matrix" / "parts" / f"{name.replace(' ', '-')}.pkl"
+    if path.exists():
+        kept = pickle.loads(path.read_bytes())
+        if kept.spec == spec:
+            print(f"[study] {name}: kept in {path}")
+            return kept
+    start = time.perf_counter()
+    matrix = evaluate_matrix(spec, workers=s.workers, address=address)
+    atomic_write_bytes(path, pickle.dumps(matrix))
+    log_minutes(s, name, start)
+    return matrix
 
 
 def log_minutes(s: StudySettings, what: str, start: float) -> None:
@@ -198,7 +220,7 @@ def run_study(s: StudySettings, *, address: str | None = None, progress: bool = 
 
     # Generate, choose on validation, select, evaluate:
     runs = train_all(s, progress)
-    best = choose_guidance(s, sample_grid(s, runs, classes))
+    best = choose_guidance(s, sample_grid(s, runs, classes), address)
     for (method, ipc), (g, acc, _) in sorted(best.items()):
         print(f"[study] {method} ipc {ipc}: guidance {g:g} (validation {acc:.1f} %)")
     matrix = evaluate_all(s, best, select_all(s), address)

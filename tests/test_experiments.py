@@ -24,6 +24,9 @@ def test_eval_digits_matrix_smoke_test(capsys, tmp_path):
     assert "mlflow ui --backend-store-uri sqlite:///" in out
 
 
+METHODS = ("dit", "difffit", "minimax", "random", "herding", "kcenter", "full")
+
+
 def study_smoke_test(name: str, tmp_path, capsys):
     """Run a study script's smoke test; the matrix it prints and what it leaves under --out."""
     script = load(name)
@@ -34,12 +37,16 @@ def study_smoke_test(name: str, tmp_path, capsys):
 @pytest.mark.slow
 def test_digits_study_smoke_test(tmp_path, capsys):
     out = study_smoke_test("digits", tmp_path, capsys)
-    for method in ("dit", "difffit", "minimax", "random", "herding", "kcenter", "full"):
+    for method in METHODS:
         assert f"\n{method} " in out  # a row of the matrix
     assert "guidance 1 (validation" in out or "guidance 4 (validation" in out
     validation = json.loads((tmp_path / "validation.json").read_text())
     assert len(validation) == 3 * 2 * 2  # (method, guidance, IPC), each validated once
     assert (tmp_path / "matrix" / "matrix.md").exists() and "mlflow ui --backend-store-uri sqlite:///" in out
+    again = study_smoke_test("digits", tmp_path, capsys)  # a rerun reuses every stage, the matrix's parts too
+    assert "[study] training" not in again and "[study] evaluate ipc 1: kept in" in again
+    rows = lambda text: [line for line in text.splitlines() if line.split(" ")[0] in METHODS]  # noqa: E731
+    assert rows(again) == rows(out) and len(rows(out)) >= 7
 
 
 @pytest.mark.slow

@@ -12,7 +12,6 @@ from rdistill.data.shards import (
     check_overwrite,
     decode_png,
     encode_png,
-    export_imagefolder,
     read_surrogate,
     shard_is_complete,
     shard_name,
@@ -229,6 +228,8 @@ def test_check_overwrite_refuses_shards_without_manifest(surrogate):
 
 
 def test_export_imagefolder(surrogate, tmp_path):
+    from rdistill.data.export import export_imagefolder
+
     out = tmp_path / "tree"
     assert export_imagefolder(surrogate, out) == len(CLASSES) * IPC
     assert sorted(p.name for p in out.iterdir()) == ["bird_x", "cat", "dog"]

@@ -123,7 +123,7 @@ def mlflow_runs(out: Path):
 @pytest.mark.ray
 def test_gpus_requested_where_none_exist_are_refused(local_ray, tmp_path):
     with pytest.raises(ValueError, match="GPUs were requested"):
-        preflight(settings(tmp_path, use_gpu=True))
+        preflight(settings(tmp_path, use_gpu=True, resource_wait=1))
 
 
 @pytest.mark.ray
@@ -182,3 +182,29 @@ def test_an_interrupted_sweep_resumes_with_no_trial_lost_or_repeated(local_ray, 
     _, trials = mlflow_runs(Path(s.out))
     assert len(trials) == 3 and set(trials["status"]) == {"FINISHED"}  # one MLflow run per trial
     assert sorted(trials["tags.rdistill.trial_id"]) == sorted(set(started))
+
+
+# --- Storage and declared GPUs (no Ray) ----------------------------------------------------------------
+
+
+def test_with_declared_gpus_every_trial_starts_and_placement_decides(tmp_path):
+    from rdistill.sweep.tuner import max_concurrent
+
+    assert max_concurrent(settings(tmp_path, use_gpu=True, trials=5)) == 5  # no Ray: nothing read from a cluster
+    assert max_concurrent(settings(tmp_path, use_gpu=True, trials=5, max_concurrent=2)) == 2
+
+
+def test_a_sweep_in_storage_keeps_tune_state_and_trials_under_its_uri(tmp_path):
+    import pyarrow.fs as pafs
+
+    from rdistill.sweep.settings import trial_dir
+    from rdistill.sweep.tuner import tune_storage
+
+    uri = "s3://bucket/sweeps/a?endpoint_override=127.0.0.1:9&scheme=http"
+    stored = SweepSettings(out=uri, base=settings(tmp_path).base)
+    path, filesystem = tune_storage(stored)
+    assert path == "bucket/sweeps/a" and isinstance(filesystem, pafs.S3FileSystem)
+    assert trial_dir(stored, "t1") == "s3://bucket/sweeps/a/trials/t1?endpoint_override=127.0.0.1:9&scheme=http"
+    local = settings(tmp_path)
+    assert tune_storage(local) == (str(tmp_path / "sweep"), None)
+    assert trial_dir(local, "t1") == str(tmp_path / "sweep" / "trials" / "t1")

@@ -128,16 +128,16 @@ def output_folder(path: str, flag: str = "--out") -> None:
 
 
 def local_output(path: str | None, command: str, flag: str = "--out") -> None:
-    """For the commands that still write a local folder (sweep, studies): a URI is refused with what to use
-    instead, and under `ray job submit` a relative path is refused (as for every --out)."""
+    """For the commands that still write a local folder (the studies): a URI is
+    refused with what to use instead, and under `ray job submit` a relative path is refused (as for every --out)."""
     from rdistill import storage
 
     if path is None:
         return
     if storage.is_uri(path):
-        raise ValueError(f"{flag} {path}: {command} writes its trial folders to a path every node sees (a shared "
-                         "filesystem), not yet to a storage URI; the stages do: rdistill finetune/sample/select/"
-                         "evaluate take --out s3://...")
+        raise ValueError(f"{flag} {path}: {command} writes its folders to a path every node sees (a shared "
+                         "filesystem), not yet to a storage URI; the stages and the sweep do: rdistill finetune/"
+                         "sample/select/evaluate/sweep take --out s3://...")
     output_folder(path, flag)
 
 

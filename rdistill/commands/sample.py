@@ -53,7 +53,7 @@ def register(sub) -> None:
 
     p = sub.add_parser("export", help="write a surrogate set as an ImageFolder tree (<class>/<index>.png)")
     p.add_argument("--surrogate", required=True, help="the surrogate-set folder")
-    p.add_argument("--out", required=True, help="the ImageFolder root to write")
+    p.add_argument("--out", required=True, help="the ImageFolder root to write: a folder or a storage URI (s3://...)")
     p.add_argument("--overwrite", action="store_true", help="replace the images of another export in --out")
     p.set_defaults(handler=run_export)
 
@@ -96,7 +96,7 @@ def run_select(args) -> None:
 def run_export(args) -> None:
     checks.surrogate_sets([args.surrogate])
     checks.output_folder(args.out)
-    from rdistill.data.shards import export_imagefolder
+    from rdistill.data.export import export_imagefolder
 
     n = export_imagefolder(args.surrogate, args.out, overwrite=args.overwrite)
     print(f"wrote {n} images under {args.out}")

@@ -31,3 +31,13 @@ def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda" and x.device.type == "cpu":
         return x.pin_memory().to(device, non_blocking=True)
     return x.to(device)
+
+
+def release_gpu_memory() -> None:
+    """Give the CUDA caching allocator's blocks back: a Ray worker process that runs the next task (or trial)
+    must not find the previous one's DiT, VAE and student still holding GPU memory. Nothing without CUDA."""
+    import gc
+
+    if torch.cuda.is_available():
+        gc.collect()
+        torch.cuda.empty_cache()

@@ -271,30 +271,3 @@ def read_surrogate(folder, ipc: int | None = None, classes: Sequence[str | int] 
     labels = torch.tensor(t["label"].to_pylist(), dtype=torch.long)
     png = t["image"].combine_chunks().field("bytes").to_pylist()
     return SurrogateSet(png, labels, torch.tensor(t["index"].to_pylist(), dtype=torch.long), m)
-
-
-def export_imagefolder(folder, out, overwrite: bool = False) -> int:
-    """Write out/<class_name>/<index:05d>.png (names made path-safe) for every image; returns the count.
-
-    Images already in `out` must be this set's (a rerun writes the same files); others (another export, a
-    user's own) raise ValueError unless `overwrite`, which deletes them first: `out` then holds this set."""
-    s = read_surrogate(folder)
-    dirs = {k: safe_name(c) for k, c in enumerate(s.classes)}
-    if len(set(dirs.values())) != len(dirs):
-        raise ValueError(f"class names collide once made path-safe: {dirs}")
-    files = {f"{dirs[k]}/{i:05d}.png": png for png, k, i in zip(s.png, s.labels.tolist(), s.indices.tolist())}
-    out = Path(out)
-    others = [p for p in sorted(out.glob("*/*")) if p.is_file() and p.suffix.lower() in EXPORT_IMAGE_SUFFIXES
-              and files.get(f"{p.parent.name}/{p.name}") != p.read_bytes()]
-    if others and not overwrite:
-        raise ValueError(f"{out} holds {len(others)} images of another set (e.g. {others[0]}): pass --overwrite "
-                         "(overwrite=True) to replace them, or choose another --out")
-    for p in others:
-        p.unlink()
-    for name, png in files.items():
-        (out / name).parent.mkdir(parents=True, exist_ok=True)
-        (out / name).write_bytes(png)
-    return len(s)
-
-
-EXPORT_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # what an ImageFolder reader would take as images

@@ -92,16 +92,6 @@ def resources() -> Resources:
     return Resources(cpus=total.get("CPU", 0.0), gpus=total.get("GPU", 0.0))
 
 
-def task_options(use_gpu: bool | None = None, cpus_per_task: float = 1.0) -> dict:
-    """Ray task options: one GPU per task where GPUs exist (or are asked for), CPUs otherwise."""
-    has_gpu = resources().has_gpu
-    if use_gpu and not has_gpu:
-        raise ValueError("GPUs were requested but the Ray cluster has none; drop --gpu or add GPU nodes")
-    if use_gpu or (use_gpu is None and has_gpu):
-        return {"num_gpus": 1, "num_cpus": cpus_per_task}
-    return {"num_cpus": cpus_per_task}
-
-
 def limit_threads(cpus: float) -> None:
     """Inside a worker: torch threads = the task's CPU share (two 2-thread processes on 2 cores thrash)."""
     import torch

@@ -3,8 +3,8 @@
     results = run_calls(run_cell, [((cell, data), {}) for cell in cells], workers=2, on_result=record)
 
 The Ray path is Ray's own "limit pending tasks" pattern: submit up to `workers` tasks, `ray.wait` for the
-first to finish, submit the next. Each task asks for its resources (`task_options`: a CPU share, a GPU
-where GPUs are wanted), sets torch's threads to its CPU share, and is retried MAX_RETRIES times if its
+first to finish, submit the next. Each task asks for its resources (`requested_options`: a CPU share, a
+GPU where GPUs are declared), sets torch's threads to its CPU share, and is retried MAX_RETRIES times if its
 worker process dies. `on_result(i, result)` runs as each call finishes, in the driver, so a caller can
 record finished work (a shard in a manifest) before the next one lands; on an error, Ctrl-C or SIGTERM the
 tasks in flight are cancelled and everything recorded so far stays recorded.
@@ -32,7 +32,7 @@ def _with_threads(fn: Callable, cpus: float, args: tuple, kwargs: dict):
 
 
 def submit(fn: Callable, *args, options: dict, **kwargs):
-    """fn(*args, **kwargs) as one Ray task with `options` (task_options: num_cpus, num_gpus, ...); its ref.
+    """fn(*args, **kwargs) as one Ray task with `options` (requested_options: num_cpus, num_gpus, ...); its ref.
     Retried MAX_RETRIES times if its worker dies; torch's threads set to its CPU share."""
     import ray
 

@@ -125,17 +125,6 @@ def declared_gpus(cfg: RunConfig, use_gpu: bool | None, gpus_per_worker: float |
     return 1.0 if cfg.train.device.startswith("cuda") else 0.0
 
 
-def scaling_uses_gpu(use_gpu: bool | None) -> bool:
-    """GPUs when the connected cluster has them (use_gpu None) or when asked; asking where none exist raises.
-    (The sweep's count of concurrent trials; fit_ray itself takes declared GPUs, see declared_gpus.)"""
-    from rdistill.distributed.cluster import resources
-
-    has_gpu = resources().has_gpu
-    if use_gpu and not has_gpu:
-        raise ValueError("GPUs were requested (use_gpu=True) but the Ray cluster has none; drop --gpu or add GPU nodes")
-    return has_gpu if use_gpu is None else use_gpu
-
-
 def absolute_paths(cfg: RunConfig) -> RunConfig:
     """cfg with out, model.init and data.root absolute: Ray workers do not run in the driver's folder.
     Storage URIs stay as they are."""
@@ -163,6 +152,7 @@ def train_worker(config: dict) -> None:
     import torch
 
     from rdistill import storage
+    from rdistill.common.devices import release_gpu_memory
     from rdistill.distributed.cluster import limit_threads
     from rdistill.generate.finetune import train
 
@@ -192,8 +182,7 @@ def train_worker(config: dict) -> None:
               run_dir=run_dir)
         reporter.finish(run_dir)
     finally:
-        if config["gpu"]:
-            torch.cuda.empty_cache()  # a reused worker process must not keep this run's tensors on its GPU
+        release_gpu_memory()  # a reused worker process must not keep this run's tensors on its GPU
 
 
 class Reporter:

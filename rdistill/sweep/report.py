@@ -5,6 +5,8 @@ tests the best configuration and the paper's on the real test split (MLflow pare
 from __future__ import annotations
 
 import math
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,23 +121,26 @@ def final_report(settings: SweepSettings, rows: list, outcome: SweepOutcome) -> 
     """Fig. 6 plots; the best configuration and the paper's tested on the real test split; MLflow; stdout."""
     import ray
 
-    from rdistill.tracking import ui_command
+    from rdistill import storage
     from rdistill.distributed.train_ray import fit_ray
+    from rdistill.tracking import ui_command
 
-    out = Path(settings.out).resolve()
+    out = settings.out if storage.is_uri(settings.out) else str(Path(settings.out).resolve())
     best = rows[0]
     paper = next((r for r in rows if r.config == PAPER_POINT and r.epoch == PAPER_POINT["epochs"]), None)
     if paper is None:  # not among the trials (outside the space, or stopped early): fine-tune it now
-        paper_run, paper_set = out / "paper-default" / "finetune", out / "paper-default" / "surrogate"
+        paper_run, paper_set = storage.join(out, "paper-default", "finetune"), storage.join(out, "paper-default", "surrogate")
         fit_ray(trial_config(settings, PAPER_POINT, paper_run), num_workers=settings.num_workers,
-                use_gpu=settings.use_gpu, name="finetune", storage_path=str(out / "paper-default" / "ray"))
+                gpus_per_worker=settings.gpus, worker_resources=settings.worker_resources, name="finetune",
+                wait=settings.resource_wait,
+                storage_path=storage.join(out, "paper-default", "ray"))
         refs = evaluate_remote(settings, paper_run, paper_set, "validation", [settings.seed],
                                guidance=PAPER_POINT["guidance"])
         paper_val = ray.get(refs)[0]["final_acc"]
     else:
-        paper_run, paper_set, paper_val = out / paper.run_dir, out / paper.set_dir, paper.val_acc
+        paper_run, paper_set, paper_val = storage.join(out, paper.run_dir), storage.join(out, paper.set_dir), paper.val_acc
     seeds = [settings.seed + k for k in range(settings.test_seeds)]
-    both = (("best", out / best.run_dir, out / best.set_dir, best.config["guidance"]),
+    both = (("best", storage.join(out, best.run_dir), storage.join(out, best.set_dir), best.config["guidance"]),
             ("paper", paper_run, paper_set, PAPER_POINT["guidance"]))
     refs = {name: evaluate_remote(settings, run, sdir, "test", seeds, guidance=g)  # both at once
             for name, run, sdir, g in both}
@@ -144,11 +149,35 @@ def final_report(settings: SweepSettings, rows: list, outcome: SweepOutcome) -> 
     trained = {**best.config, "epochs": best.epoch}
     outcome.table = format_table([(f"best (trial {best.trial_id})", trained, best.val_acc, tests["best"]),
                                   ("paper default", PAPER_POINT, paper_val, tests["paper"])])
-    outcome.plots = plot_fig6(rows, settings.space, out)
     outcome.best, outcome.test = {**trained, METRIC: best.val_acc, "trial_id": best.trial_id}, tests
-    log_summary(settings, best, paper_val, tests, outcome.plots, outcome.table)
+    with plot_folder(out) as folder:
+        plots = plot_fig6(rows, settings.space, folder)
+        log_summary(settings, best, paper_val, tests, plots, outcome.table)
+        outcome.plots = [publish_plot(p, out) for p in plots]
     print(f"\nBest configuration of {len(rows)} trials: " + ", ".join(f"{a} {trained[a]:.4g}" for a in AXES))
     print(f"Validation: {settings.val_fraction:.0%} of each class of the train split; test: the real test split "
           f"({settings.test_seeds} student(s) each, {settings.student or 'the protocol student'}).\n{outcome.table}")
     print("Plots:\n" + "\n".join(f"  {p}" for p in outcome.plots))
     print(f"Compare the trials: {ui_command(settings.tracking_uri)}")
+
+
+@contextmanager
+def plot_folder(out: str):
+    """Where the plots are drawn: the sweep's folder, or for a sweep in storage a temporary local folder."""
+    from rdistill import storage
+
+    if not storage.is_uri(out):
+        yield Path(out)
+        return
+    with tempfile.TemporaryDirectory(prefix="rdistill-plots-") as tmp:
+        yield Path(tmp)
+
+
+def publish_plot(path: Path, out: str) -> str:
+    """A plot's place in the sweep's location (for storage: uploaded there as one atomic object)."""
+    from rdistill import storage
+
+    if not storage.is_uri(out):
+        return str(path)
+    storage.write_bytes(storage.join(out, path.name), path.read_bytes())
+    return storage.join(out, path.name)

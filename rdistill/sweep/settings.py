@@ -6,7 +6,6 @@ module of rdistill.sweep and importing none of them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ray import tune
 
@@ -63,7 +62,7 @@ class Space:
 
 @dataclass(frozen=True)
 class SweepSettings:
-    out: str  # the sweep folder: trials/, mlflow.db, the plots, Tune's state in <out>/<name>
+    out: str  # the sweep's location (a folder or a storage URI): trials/, the plots, Tune's state in <out>/<name>
     base: RunConfig  # what every trial fine-tunes with (model.init = the base model); the axes override it
     space: Space = field(default_factory=Space)
     trials: int = 8  # the budget: trials in all, the paper's point first
@@ -76,8 +75,10 @@ class SweepSettings:
     test_seeds: int = 1  # students per configuration in the final test report
     seed: int = 0  # Optuna's sampler, the validation carve, sampling noise, the students
     num_workers: int = 1  # Ray Train workers per trial (DDP when > 1)
-    use_gpu: bool | None = None  # None: GPUs where the cluster has them
-    max_concurrent: int | None = None  # None: as many trials as the cluster's CPUs (or GPUs) hold
+    use_gpu: bool | None = None  # True: one GPU per Train worker and per evaluation task (declared); else CPUs
+    max_concurrent: int | None = None  # None: on GPUs every trial (placement decides), on CPUs what they hold
+    worker_resources: dict | None = None  # custom Ray resources per Train worker and evaluation task (a node type)
+    resource_wait: float = 600.0  # seconds to wait for a node that holds a trial's worker (an autoscaled GPU node)
     asha: bool = False  # evaluate at epoch rungs and stop unpromising trials early
     name: str = "sweep"  # Tune's run name (no timestamp, so that it can be restored)
     experiment: str = "rdistill-sweep"  # the MLflow experiment
@@ -104,6 +105,11 @@ class SweepSettings:
         get_protocol(self.protocol)  # an unknown protocol raises ValueError naming the known ones
 
     @property
+    def gpus(self) -> float:
+        """GPUs per Train worker and per evaluation task, as declared (--gpu, or a cuda train.device)."""
+        return 1.0 if self.use_gpu or self.base.train.device.startswith("cuda") else 0.0
+
+    @property
     def tracking_uri(self) -> str:
         from rdistill.tracking import mlflow_uri
 
@@ -120,9 +126,16 @@ class SweepOutcome:
     table: str = ""
 
 
-def trial_config(settings: SweepSettings, config: dict, run_dir: Path) -> RunConfig:
+def trial_config(settings: SweepSettings, config: dict, run_dir: str) -> RunConfig:
     """The fine-tuning config of a trial: the base with the trial's values, its run folder under the trial."""
     values = {"epochs": int(config["epochs"]), "lambda_r": float(config["lambda_r"]),
               "lambda_d": float(config["lambda_d"]), "memory_size": int(config["memory_size"])}
     data = {"holdout": settings.val_fraction}  # the generator never sees the validation images
     return validate(merge(settings.base, {"train": values, "data": data, "out": str(run_dir)}))
+
+
+def trial_dir(settings: SweepSettings, trial_id: str) -> str:
+    """A trial's location: <out>/trials/<trial_id> (a folder, or a key prefix of the sweep's storage URI)."""
+    from rdistill import storage
+
+    return storage.join(settings.out, "trials", trial_id)

@@ -5,12 +5,11 @@ fine-tuning losses by step, val_acc at each validation, the trial's guidance as 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 from ray.tune.logger import LoggerCallback
 
 from rdistill.config import flatten, to_dict
-from rdistill.sweep.settings import LOSSES, METRIC, SweepSettings, trial_config
+from rdistill.sweep.settings import LOSSES, METRIC, SweepSettings, trial_config, trial_dir
 
 TRACKED = (*LOSSES, METRIC, "val_best_acc", "epoch")  # result keys logged as MLflow metrics
 
@@ -58,8 +57,9 @@ class MlflowTrials(LoggerCallback):
         self._runs[trial.trial_id] = run.info.run_id
         from mlflow.entities import Param
 
-        run_dir = Path(self.settings.out) / "trials" / trial.trial_id / "finetune"
-        cfg = trial_config(self.settings, trial.config, run_dir)
+        from rdistill import storage
+
+        cfg = trial_config(self.settings, trial.config, storage.join(trial_dir(self.settings, trial.trial_id), "finetune"))
         params = {**flatten(to_dict(cfg)), "sample.guidance": trial.config["guidance"]}  # the sampler's axis
         self._client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
 
