@@ -13,15 +13,19 @@
    full train split as the upper bound (its own epochs), merged into one Matrix for MLflow.
 Everything lands under `out` and is reused by a rerun: runs resume, complete sets are skipped, the
 validation table is kept in validation.json (entry by entry) and each part of the matrix in matrix/parts.
+`out` is a folder or a storage URI (s3://...); in storage, the runs train on Ray Train and are published
+there, a base only this node's disk holds is published under <out>/base first, and MLflow is a server.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from rdistill import storage
 from rdistill.common.devices import resolve_device
 from rdistill.config import RunConfig, load_config
 
@@ -32,7 +36,7 @@ GENERATED = "dit"  # the method name of the un-fine-tuned base's sets (rdistill.
 class StudySettings:
     base: RunConfig  # the base's pretraining config (train.method pretrain; its out is where the base lives)
     target: str  # the dataset to distil: a class subset of the base's (fashion-tops) or the same dataset
-    out: str  # the study folder
+    out: str  # the study's location: a folder, or a storage URI (then tracking_uri or MLFLOW_TRACKING_URI is needed)
     finetune: dict = field(default_factory=dict)  # method name -> list of key=value overrides
     ipcs: tuple[int, ...] = (1, 10, 50)
     guidance: tuple[float, ...] = (1.0, 2.0, 4.0)  # the grid each (method, IPC) picks from on validation
@@ -52,38 +56,70 @@ class StudySettings:
 def finetune_config(s: StudySettings, method: str) -> RunConfig:
     """The fine-tuning run of `method`: Difffit from the base on the target, the carve withheld."""
     keys = [f"data.name={s.target}", f"data.holdout={s.val_fraction}", f"model.preset={s.base.model.preset}",
-            f"model.init={s.base.out}", *s.finetune[method], f"out={Path(s.out) / 'runs' / method}"]
+            f"model.init={s.base.out}", *s.finetune[method], f"out={storage.join(s.out, 'runs', method)}"]
     return load_config(None, keys)
 
 
-def train_all(s: StudySettings, progress: bool) -> dict[str, Path]:
-    """The base (pretrained unless it exists) and every fine-tuned run: method -> run folder."""
-    from rdistill.generate.checkpoint import latest_checkpoint
-    from rdistill.generate.finetune import train
-
+def train_all(s: StudySettings, progress: bool) -> dict[str, str]:
+    """The base (pretrained unless it exists) and every fine-tuned run: method -> run location."""
     runs = {}
     for method, cfg in [(GENERATED, s.base)] + [(m, finetune_config(s, m)) for m in s.finetune]:
-        ckpt = latest_checkpoint(cfg.out)
+        ckpt = newest_checkpoint(cfg.out)
         if method == GENERATED and ckpt is not None and not (ckpt / "optimizer.pt").exists():
             print(f"[study] base: {cfg.out} (published: its EMA only, used as it is)")  # experiments/bases/
-            runs[method] = Path(cfg.out)
+            runs[method] = cfg.out
             continue
         start = time.perf_counter()
-        verb = "training" if latest_checkpoint(cfg.out) is None else "checking"
-        print(f"[study] {verb} {method} in {cfg.out}")
-        runs[method] = train(cfg, progress=progress)
+        print(f"[study] {'training' if ckpt is None else 'checking'} {method} in {cfg.out}")
+        runs[method] = train_run(cfg, progress)
         log_minutes(s, f"train {method}", start)
     return runs
 
 
-def sample_grid(s: StudySettings, runs: dict[str, Path], classes: tuple[str, ...]) -> dict[tuple[str, float], Path]:
+def newest_checkpoint(run: str) -> Path | None:
+    """The newest checkpoint folder of a run: in its folder, or in this node's copy of a run published to storage."""
+    from rdistill.generate.checkpoint import latest_checkpoint
+
+    if storage.is_uri(run):
+        return latest_checkpoint(storage.local_copy(run)) if storage.is_complete(run) else None
+    return latest_checkpoint(run)
+
+
+def train_run(cfg: RunConfig, progress: bool) -> str:
+    """Train (or complete) one run: in this process into a folder; on Ray Train (one worker, published at the end)
+    into storage, where no node's disk holds it."""
+    if storage.is_uri(cfg.out):
+        from rdistill.distributed.train_ray import fit_ray
+
+        result = fit_ray(cfg, num_workers=1, name="train", progress=progress)
+        if result.error is not None:
+            raise result.error
+        return cfg.out
+    from rdistill.generate.finetune import train
+
+    return str(train(cfg, progress=progress))
+
+
+def stored_base(s: StudySettings) -> StudySettings:
+    """For a study in storage, a base that only this node's disk holds (experiments/bases/) is published under
+    <out>/base first, so that workers on every node read the same one."""
+    if not storage.is_uri(s.out) or storage.is_uri(s.base.out) or newest_checkpoint(s.base.out) is None:
+        return s
+    location = storage.join(s.out, "base")
+    if not storage.is_complete(location):
+        print(f"[study] publishing the base {s.base.out} to {location}")
+        storage.upload_dir(s.base.out, location)
+    return replace(s, base=replace(s.base, out=location))
+
+
+def sample_grid(s: StudySettings, runs: dict[str, str], classes: tuple[str, ...]) -> dict[tuple[str, float], str]:
     """(method, guidance) -> a set of max(ipcs) images per target class; smaller IPCs are its prefixes."""
     from rdistill.generate.sampling import SampleJob, run_sampling
 
     sets = {}
     for method, run in runs.items():
         for g in s.guidance:
-            folder = Path(s.out) / "sets" / method / f"guidance-{g:g}"
+            folder = storage.join(s.out, "sets", method, f"guidance-{g:g}")
             job = SampleJob(run_dir=str(run), out=str(folder), ipc=max(s.ipcs), seed=s.sample_seed,
                             steps=s.sample_steps, guidance=g, classes=classes)
             start = time.perf_counter()
@@ -93,7 +129,7 @@ def sample_grid(s: StudySettings, runs: dict[str, Path], classes: tuple[str, ...
     return sets
 
 
-def validate(s: StudySettings, folder: Path, ipc: int, seed: int = 0) -> float:
+def validate(s: StudySettings, folder: str, ipc: int, seed: int = 0) -> float:
     """Final accuracy (%) of a student trained on the first `ipc` images per class of the set and tested
     on the validation carve of the target's train split."""
     from rdistill.data.validation import validation_split
@@ -113,19 +149,19 @@ def validate(s: StudySettings, folder: Path, ipc: int, seed: int = 0) -> float:
     return r["final_acc"]
 
 
-def choose_guidance(s: StudySettings, sets: dict[tuple[str, float], Path], address: str | None = None) -> dict:
+def choose_guidance(s: StudySettings, sets: dict[tuple[str, float], str], address: str | None = None) -> dict:
     """Validation accuracy of every (method, guidance, IPC) (kept in validation.json, each as it lands; students
     run as `s.workers` Ray tasks) and, for each (method, IPC), the guidance with the best one."""
     from rdistill.distributed.tasks import run_calls
 
-    path = Path(s.out) / "validation.json"
-    table = json.loads(path.read_text()) if path.exists() else {}
+    path = storage.join(s.out, "validation.json")
+    table = read_table(path)
     todo = [(f"{m}|{g:g}|{ipc}", folder, ipc) for (m, g), folder in sets.items() for ipc in s.ipcs
             if f"{m}|{g:g}|{ipc}" not in table]
 
     def record(i: int, acc: float) -> None:
         table[todo[i][0]] = acc
-        path.write_text(json.dumps(table, indent=1, sort_keys=True))
+        write_table(path, table)
 
     start = time.perf_counter()
     run_calls(validate, [((s, folder, ipc), {}) for _, folder, ipc in todo], workers=s.workers, address=address,
@@ -140,18 +176,18 @@ def choose_guidance(s: StudySettings, sets: dict[tuple[str, float], Path], addre
     return best
 
 
-def select_all(s: StudySettings) -> list[Path]:
+def select_all(s: StudySettings) -> list[str]:
     from rdistill.data import load_dataset
     from rdistill.generate.select import select_coreset
 
     dataset, folders = load_dataset(s.target), []
     for method in s.coresets:
-        folders.append(Path(s.out) / "sets" / method)
+        folders.append(storage.join(s.out, "sets", method))
         select_coreset(dataset, method, max(s.ipcs), 0, folders[-1])
     return folders
 
 
-def evaluate_all(s: StudySettings, best: dict, coresets: list[Path], address: str | None):
+def evaluate_all(s: StudySettings, best: dict, coresets: list[str], address: str | None):
     """The matrix: each IPC with each method's chosen set and the coresets, then the full-data bound; each
     part is kept under <out>/matrix/parts, so a rerun evaluates only the parts not done yet."""
     from rdistill.evaluate.cells import MatrixSpec
@@ -179,18 +215,17 @@ def evaluate_part(s: StudySettings, name: str, spec, address: str | None):
     reused while the spec is the same."""
     import pickle
 
-    from rdistill.common.files import atomic_write_bytes
     from rdistill.evaluate.matrix import evaluate_matrix
 
-    path = Path(s.out) / "matrix" / "parts" / f"{name.replace(' ', '-')}.pkl"
-    if path.exists():
-        kept = pickle.loads(path.read_bytes())
+    path = storage.join(s.out, "matrix", "parts", f"{name.replace(' ', '-')}.pkl")
+    if storage.exists(path):
+        kept = pickle.loads(storage.read_bytes(path))
         if kept.spec == spec:
             print(f"[study] {name}: kept in {path}")
             return kept
     start = time.perf_counter()
     matrix = evaluate_matrix(spec, workers=s.workers, address=address)
-    atomic_write_bytes(path, pickle.dumps(matrix))
+    storage.write_bytes(path, pickle.dumps(matrix))
     log_minutes(s, name, start)
     return matrix
 
@@ -198,12 +233,19 @@ def evaluate_part(s: StudySettings, name: str, spec, address: str | None):
 def log_minutes(s: StudySettings, what: str, start: float) -> None:
     """One line per stage, and minutes.json for the write-up."""
     minutes = (time.perf_counter() - start) / 60
-    path = Path(s.out) / "minutes.json"
-    table = json.loads(path.read_text()) if path.exists() else {}
+    path = storage.join(s.out, "minutes.json")
+    table = read_table(path)
     table[what] = table.get(what, 0.0) + minutes
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(table, indent=1))
+    write_table(path, table)
     print(f"[study] {what}: {minutes:.1f} min")
+
+
+def read_table(location: str) -> dict:
+    return json.loads(storage.read_text(location)) if storage.exists(location) else {}
+
+
+def write_table(location: str, table: dict) -> None:
+    storage.write_text(location, json.dumps(table, indent=1, sort_keys=True))
 
 
 def run_study(s: StudySettings, *, address: str | None = None, progress: bool = True):
@@ -217,8 +259,12 @@ def run_study(s: StudySettings, *, address: str | None = None, progress: bool = 
     if missing := [m for m in (GENERATED, *s.finetune) if m in s.coresets]:
         raise ValueError(f"method names {missing} are both generated and coreset methods")
     classes = load_dataset(s.target).classes  # an unknown target or class raises here
+    uri = mlflow_uri(s.out, s.tracking_uri)  # a study in storage without an MLflow server raises here
+    if storage.is_uri(s.out):
+        storage.check_writable(s.out)
 
     # Generate, choose on validation, select, evaluate:
+    s = stored_base(s)
     runs = train_all(s, progress)
     best = choose_guidance(s, sample_grid(s, runs, classes), address)
     for (method, ipc), (g, acc, _) in sorted(best.items()):
@@ -226,12 +272,15 @@ def run_study(s: StudySettings, *, address: str | None = None, progress: bool = 
     matrix = evaluate_all(s, best, select_all(s), address)
     print(matrix.as_table())
 
-    # MLflow:
-    uri = mlflow_uri(s.out, s.tracking_uri)
+    # MLflow (the validation table and the minutes as artifacts):
     config = {"study": {k: v for k, v in s.__dict__.items() if k != "base"}, "base": s.base.out,
               "guidance_chosen": {f"{m}/ipc{k}": g for (m, k), (g, _, _) in best.items()}}
-    run_id = log_matrix(matrix, config=json.loads(json.dumps(config, default=str)), experiment=s.experiment,
-                        tracking_uri=uri, out_dir=Path(s.out) / "matrix", name=f"study {s.target}",
-                        artifacts=[Path(s.out) / "validation.json", Path(s.out) / "minutes.json"])
+    with tempfile.TemporaryDirectory() as tmp:
+        tables = [Path(tmp) / name for name in ("validation.json", "minutes.json")]
+        for t in tables:
+            t.write_bytes(storage.read_bytes(storage.join(s.out, t.name)))
+        run_id = log_matrix(matrix, config=json.loads(json.dumps(config, default=str)), experiment=s.experiment,
+                            tracking_uri=uri, out_dir=storage.join(s.out, "matrix"), name=f"study {s.target}",
+                            artifacts=tables)
     print(f"MLflow run {run_id}\n{ui_command(uri)}")
     return matrix

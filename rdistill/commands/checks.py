@@ -127,20 +127,6 @@ def output_folder(path: str, flag: str = "--out") -> None:
         raise ValueError(f"{flag} {path} is a file, not a folder: choose another {flag}")
 
 
-def local_output(path: str | None, command: str, flag: str = "--out") -> None:
-    """For the commands that still write a local folder (the studies): a URI is
-    refused with what to use instead, and under `ray job submit` a relative path is refused (as for every --out)."""
-    from rdistill import storage
-
-    if path is None:
-        return
-    if storage.is_uri(path):
-        raise ValueError(f"{flag} {path}: {command} writes its folders to a path every node sees (a shared "
-                         "filesystem), not yet to a storage URI; the stages and the sweep do: rdistill finetune/"
-                         "sample/select/evaluate/sweep take --out s3://...")
-    output_folder(path, flag)
-
-
 def surrogate_sets(folders) -> None:
     """Each folder holds a surrogate set (its manifest)."""
     from rdistill.data.shards import MANIFEST_NAME

@@ -1,7 +1,13 @@
-"""The sweep on two nodes: experiments/sweep_lambdas.py --smoke-test with --out on S3 and --tracking-uri on the
-MLflow server, every trial's Train worker and evaluation task forced onto node 2 (custom resource n2). Tune's
-state, each trial's run and surrogate set and the Fig. 6 plots are read back from S3, the trials from the MLflow
-server; node 2's scratch holds its copies, the driver's disk holds nothing of the sweep."""
+"""The experiments on two nodes, in storage.
+
+The sweep: experiments/sweep_lambdas.py --smoke-test with --out on S3 and --tracking-uri on the MLflow server,
+every trial's Train worker and evaluation task forced onto node 2 (custom resource n2). Tune's state, each
+trial's run and surrogate set and the Fig. 6 plots are read back from S3, the trials from the MLflow server;
+node 2's scratch holds its copies, the driver's disk holds nothing of the sweep.
+
+The study: experiments/digits.py --smoke-test with --out on S3: the base pretrained and the runs fine-tuned on
+Ray Train and published, the sets, the validation table and the matrix in S3, the matrix in the MLflow server.
+"""
 
 import importlib.util
 import time
@@ -17,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "experiments" / "bases" / "digits-dit-tiny"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("sweep_lambdas", ROOT / "experiments" / "sweep_lambdas.py")
+def load_script(name: str = "sweep_lambdas"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     return script
@@ -83,3 +89,29 @@ def test_a_sweep_in_storage_without_an_mlflow_server_is_refused(s3, cluster, mon
     assert load_script().main(["--smoke-test", "--base", str(BASE), "--out", out, "--address", cluster[0].address]) == 2
     assert "MLflow cannot keep a SQLite file" in capsys.readouterr().err
     assert storage.list_files(out) == []  # refused before any work
+
+
+def test_the_digits_study_runs_in_s3_and_logs_to_the_mlflow_server(cluster, s3, mlflow_url):
+    import json
+
+    from mlflow import MlflowClient
+    from servers import s3_uri
+
+    out, script = s3_uri(s3, "rdistill", "studies/digits"), load_script("digits")
+    t0 = time.monotonic()
+    code = script.main(["--smoke-test", "--out", out, "--tracking-uri", mlflow_url, "--address", cluster[0].address],
+                       script.PLAN, script.__doc__)
+    print(f"\ndigits study smoke test on the cluster, S3 and the MLflow server: {time.monotonic() - t0:.1f} s")
+    assert code == 0
+    files = set(storage.list_files(out))
+    for run in ("base", "runs/difffit", "runs/minimax"):
+        assert storage.is_complete(storage.join(out, run))  # trained on Ray Train, published
+    for folder in ("sets/dit/guidance-4", "sets/minimax/guidance-1", "sets/random", "sets/kcenter"):
+        assert f"{folder}/_manifest.json" in files
+    assert len(json.loads(storage.read_text(storage.join(out, "validation.json")))) == 3 * 2 * 2
+    assert {"matrix/matrix.md", "matrix/parts/evaluate-ipc-1.pkl", "matrix/parts/evaluate-full.pkl"} <= files
+    client = MlflowClient(tracking_uri=mlflow_url)
+    runs = client.search_runs([client.get_experiment_by_name("digits-study").experiment_id])
+    parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parent) == 1 and {"validation.json", "minutes.json"} <= {a.path for a in client.list_artifacts(
+        parent[0].info.run_id)}
