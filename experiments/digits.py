@@ -27,7 +27,7 @@ FINETUNE = {"difffit": ["train.method=difffit", *PAPER], "minimax": ["train.meth
 SETTINGS = dict(ipcs=(1, 10, 50), guidance=(1.0, 2.0, 4.0), seeds=3, val_epochs=100, full_epochs=None, workers=2)
 # --smoke-test: 20 base steps, 4 fine-tuning steps, 5 sampling steps, IPC 1 and 2, 1 student epoch.
 SMOKE = dict(ipcs=(1, 2), guidance=(1.0, 4.0), seeds=1, student_epochs=1, val_epochs=1, full_epochs=1,
-             sample_steps=5, workers=0)
+             sample_steps=5, workers=0, judge_epochs=1)
 SMOKE_STEPS = {"base": ["train.max_steps=20"], "finetune": ["train.max_steps=4", "train.ckpt_every=2"]}
 
 PLAN = dict(prefix="digits", target="digits[3,5,8,9]", base_out="runs/digits-base", base=BASE, finetune=FINETUNE,

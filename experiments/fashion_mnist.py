@@ -43,7 +43,7 @@ SETTINGS = dict(ipcs=(1, 10, 50), guidance=(1.0, 2.0, 3.0, 4.0, 6.0), seeds=3, s
 # --smoke-test: every stage, tiny: 2 classes, 20 base steps, 4 fine-tuning steps, 5 sampling steps, one
 # guidance, IPC 1 and 2, 1 student epoch, no full-data bound.
 SMOKE = dict(ipcs=(1, 2), guidance=(4.0,), coresets=("random", "herding"), seeds=1, student_epochs=1, val_epochs=1,
-             full_epochs=None, sample_steps=5, workers=0)
+             full_epochs=None, sample_steps=5, workers=0, judge_epochs=None)
 SMOKE_STEPS = {"base": ["train.max_steps=20"], "finetune": ["train.max_steps=4", "train.ckpt_every=2"]}
 
 

@@ -49,6 +49,7 @@ class StudySettings:
     sample_steps: int = 50
     sample_seed: int = 0
     workers: int = 2  # Ray tasks for the matrix (0: this process)
+    judge_epochs: int | None = 3  # the fidelity judge's epochs on the real train split (None: no fidelity)
     experiment: str = "rdistill-study"
     tracking_uri: str | None = None
 
@@ -266,17 +267,29 @@ def run_study(s: StudySettings, *, address: str | None = None, progress: bool = 
     # Generate, choose on validation, select, evaluate:
     s = stored_base(s)
     runs = train_all(s, progress)
-    best = choose_guidance(s, sample_grid(s, runs, classes), address)
+    sets = sample_grid(s, runs, classes)
+    best = choose_guidance(s, sets, address)
     for (method, ipc), (g, acc, _) in sorted(best.items()):
         print(f"[study] {method} ipc {ipc}: guidance {g:g} (validation {acc:.1f} %)")
-    matrix = evaluate_all(s, best, select_all(s), address)
+    coresets = select_all(s)
+    matrix = evaluate_all(s, best, coresets, address)
     print(matrix.as_table())
+    if s.judge_epochs is not None:  # how often a real-trained network recognises each set's labels
+        from rdistill.evaluate.cells import DataSpec
+        from rdistill.evaluate.fidelity import fidelity_table
+
+        named = {f"{m} guidance {g:g}": f for (m, g), f in sets.items()} | dict(zip(s.coresets, coresets))
+        table = fidelity_table(storage.join(s.out, "fidelity.json"), named, DataSpec(s.target), max(s.ipcs),
+                               s.judge_epochs)
+        print("[study] fidelity (% of a set's images a real-trained judge assigns to their class): " +
+              ", ".join(f"{k} {v['all']:.1f}" for k, v in table["sets"].items()))
 
     # MLflow (the validation table and the minutes as artifacts):
     config = {"study": {k: v for k, v in s.__dict__.items() if k != "base"}, "base": s.base.out,
               "guidance_chosen": {f"{m}/ipc{k}": g for (m, k), (g, _, _) in best.items()}}
     with tempfile.TemporaryDirectory() as tmp:
-        tables = [Path(tmp) / name for name in ("validation.json", "minutes.json")]
+        names = ("validation.json", "minutes.json") + (("fidelity.json",) if s.judge_epochs is not None else ())
+        tables = [Path(tmp) / name for name in names]
         for t in tables:
             t.write_bytes(storage.read_bytes(storage.join(s.out, t.name)))
         run_id = log_matrix(matrix, config=json.loads(json.dumps(config, default=str)), experiment=s.experiment,

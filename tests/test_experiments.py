@@ -42,6 +42,9 @@ def test_digits_study_smoke_test(tmp_path, capsys):
     assert "guidance 1 (validation" in out or "guidance 4 (validation" in out
     validation = json.loads((tmp_path / "validation.json").read_text())
     assert len(validation) == 3 * 2 * 2  # (method, guidance, IPC), each validated once
+    fidelity = json.loads((tmp_path / "fidelity.json").read_text())
+    assert len(fidelity["sets"]) == 3 * 2 + 3 and fidelity["judge"]["epochs"] == 1  # every generated set, the coresets
+    assert all(0 <= f["all"] <= 100 for f in fidelity["sets"].values()) and "[study] fidelity" in out
     assert (tmp_path / "matrix" / "matrix.md").exists() and "mlflow ui --backend-store-uri sqlite:///" in out
     again = study_smoke_test("digits", tmp_path, capsys)  # a rerun reuses every stage, the matrix's parts too
     assert "[study] training" not in again and "[study] evaluate ipc 1: kept in" in again
