@@ -1,7 +1,8 @@
 """ImageNet-1K distilled as one Ray job (the paper's Table 4 column: IPC 10 and 50, RDED protocol).
 
     ray job submit --working-dir . -- python experiments/imagenet1k.py --root /data/imagenet \\
-        --dit /models/DiT-XL-2-256x256.pt --vae /models/sd-vae-ft-ema --out /shared/imagenet1k
+        --dit /models/DiT-XL-2-256x256.pt --vae /models/sd-vae-ft-ema --gpus --out s3://bucket/imagenet1k \\
+        --tracking-uri http://<head private IP>:5000
     python experiments/imagenet1k.py --smoke-test      # the whole graph on a local Ray, tiny models, ~minutes
 
 What runs (rdistill.phased): the train split's latents are encoded once into a class-sharded store (a Ray
@@ -9,9 +10,9 @@ Data pipeline, VAE actors on GPUs); the 1000 classes are fine-tuned in phases of
 as many phases at once as the cluster holds (one Ray Train run and one GPU each); each phase is sampled
 as per-class Ray tasks as soon as its model is ready (IPC 10 is the prefix of IPC 50); the phase sets are
 merged; ResNet-18 students are trained with the teacher's soft labels and tested on val; the matrix goes
-to MLflow. A re-submitted job skips finished chunks, phases, shards and cells. Storage: --out must be a
-folder every node sees (run folders are local paths until the stages move to rdistill.storage);
---latent-store may be a URI (s3://...).
+to MLflow. A re-submitted job skips finished chunks, phases, shards and cells. Storage: --out is a storage
+URI on a cluster (phases are published Ray Train runs, sets, cells, teacher and matrix are objects under it;
+nodes keep only scratch), or a folder on one machine; --latent-store puts the latents elsewhere.
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def parse(argv):
     p.add_argument("--root", help="ImageNet root: train/<wnid>/ and val/<wnid>/ (all 1000 classes)")
     p.add_argument("--dit", help="pretrained DiT-XL/2 256: a diffusers folder or the original DiT-XL-2-256x256.pt")
     p.add_argument("--vae", help="AutoencoderKL folder (sd-vae-ft-ema)")
-    p.add_argument("--out", default="runs/imagenet1k", help="job folder every node sees (absolute on a cluster)")
+    p.add_argument("--out", default="runs/imagenet1k",
+                   help="the job's storage: a URI on a cluster (s3://bucket/imagenet1k, with --tracking-uri) or a folder")
     p.add_argument("--latent-store", default=None, help="latent store location, path or URI (default <out>/latents)")
     p.add_argument("--tracking-uri", default=None, help="MLflow server (default $MLFLOW_TRACKING_URI, else SQLite)")
     p.add_argument("--ipc", type=int, nargs="+", default=[10, 50], help="images per class (default 10 50)")
@@ -92,12 +94,16 @@ def main(argv=None) -> int:
 
     args = parse(argv)
     start = time.time()
-    out = Path(args.out).resolve()
+    from rdistill import storage
+
+    out = args.out if storage.is_uri(args.out) else str(Path(args.out).resolve())
     try:
-        if args.smoke_test:
-            inputs = smoke_inputs(out / "smoke-inputs")
+        checks.output_folder(args.out)  # a relative path under `ray job submit`, an unwritable URI: refused here
+        if args.smoke_test:  # the tiny models and the tree: beside the run, or in this machine's scratch
+            inputs = smoke_inputs(Path(storage.scratch_for(out, "smoke-inputs") if storage.is_uri(out) else
+                                       Path(out) / "smoke-inputs"))
             job = PhasedJob(dataset=f"imagefolder:{inputs['root']}", root=None, dit=inputs["dit"], vae=inputs["vae"],
-                            out=str(out), latent_store=args.latent_store, tracking_uri=args.tracking_uri,
+                            out=out, latent_store=args.latent_store, tracking_uri=args.tracking_uri,
                             preset="dit-tiny", image_size=SMOKE_SIZE, phase_size=4, ipcs=(1, 2),
                             finetune=FINETUNE + SMOKE_FINETUNE, sample_steps=2, guidance=4.0, sample_workers=1,
                             max_concurrent=2, encode_actors=1, gpus=args.gpus, gpu_wait=args.gpu_wait, teacher=args.teacher, teacher_epochs=1,
@@ -108,7 +114,7 @@ def main(argv=None) -> int:
             for flag in ("root", "dit", "vae"):
                 if getattr(args, flag) is None:
                     raise ValueError(f"--{flag} is required (or --smoke-test)")
-            job = PhasedJob(dataset="imagenet1k", root=args.root, dit=args.dit, vae=args.vae, out=str(out),
+            job = PhasedJob(dataset="imagenet1k", root=args.root, dit=args.dit, vae=args.vae, out=out,
                             latent_store=args.latent_store, tracking_uri=args.tracking_uri, phase_size=args.phase_size,
                             ipcs=tuple(sorted(args.ipc)), finetune=FINETUNE, teacher=args.teacher,
                             max_concurrent=args.max_concurrent, address=args.address, gpus=args.gpus,

@@ -2,7 +2,7 @@
 sample each phase as soon as its model is ready, merge the sets, evaluate with the `rded` protocol.
 
     job = PhasedJob(dataset="imagenet1k", root="/data/imagenet", dit="DiT-XL-2-256x256.pt", vae="sd-vae-ft-ema",
-                    out="/shared/imagenet1k")
+                    out="s3://bucket/imagenet1k", tracking_uri="http://head:5000")
     run_job(job)          # experiments/imagenet1k.py builds the job from its flags
 
 The graph (every stage skips what an earlier submission finished, so a re-submitted job resumes):
@@ -24,8 +24,7 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
-
+from rdistill import storage
 from rdistill.config import RunConfig, load_config
 
 
@@ -35,7 +34,7 @@ class PhasedJob:
     root: str | None  # ImageNet root with train/<wnid>/ and val/<wnid>/
     dit: str  # pretrained DiT: a diffusers folder or the original .pt
     vae: str  # AutoencoderKL folder
-    out: str  # absolute folder every node sees: phases, sets, cells, teacher (run folders are local paths)
+    out: str  # storage location (a URI, or an absolute folder on one machine): phases, sets, cells, teacher, matrix
     latent_store: str | None = None  # storage location (path or URI) of the latent store; None: <out>/latents
     tracking_uri: str | None = None  # MLflow; None: $MLFLOW_TRACKING_URI, else SQLite in out
     preset: str = "dit-xl/2"
@@ -77,10 +76,10 @@ def phase_config(job: PhasedJob, k: int, classes) -> RunConfig:
     base = job.dataset
     return load_config(None, [
         f"data.name={base}[{','.join(classes)}]", f"data.image_size={job.image_size}", f"data.codec=vae:{job.vae}",
-        f"data.latent_store={job.latent_store or str(Path(job.out) / 'latents')}",
+        f"data.latent_store={job.latent_store or storage.join(job.out, 'latents')}",
         *([f"data.root={job.root}"] if job.root else []),
         f"model.preset={job.preset}", f"model.init={job.dit}", *job.finetune,
-        f"out={Path(job.out) / 'phases' / f'phase-{k:03d}'}"])
+        f"out={storage.join(job.out, 'phases', f'phase-{k:03d}')}"])
 
 
 # 1. Latents:
@@ -90,7 +89,7 @@ def encode_latents(job: PhasedJob, dataset) -> str:
     from rdistill.generate import latent_store as ls
     from rdistill.models.codec import codec_identity, load_codec
 
-    store = job.latent_store or str(Path(job.out) / "latents")
+    store = job.latent_store or storage.join(job.out, "latents")
     codec = load_codec(f"vae:{job.vae}", 3)
     key = ls.store_key(job.dataset, "train", dataset.classes, job.image_size, codec_identity(codec), True)
     folder = ls.prepare(store, key, {"dataset": job.dataset, "split": "train", "image_size": job.image_size,
@@ -110,14 +109,14 @@ def run_phase(job: PhasedJob, k: int, classes: tuple[str, ...]) -> str:
     from rdistill.generate.sampling import SampleJob, run_sampling
 
     cfg = phase_config(job, k, classes)
-    done = Path(cfg.out) / "_FINETUNED"
-    if not done.exists():
+    done = storage.join(cfg.out, "_FINETUNED")  # written once the run is complete (published, for a URI)
+    if not storage.exists(done):
         fit_ray(cfg, num_workers=1, use_gpu=job.gpus, name=f"phase-{k:03d}")
-        done.write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
-    out = Path(job.out) / "sets" / f"phase-{k:03d}"
-    run_sampling(SampleJob(run_dir=cfg.out, out=str(out), ipc=max(job.ipcs), steps=job.sample_steps,
+        storage.write_text(done, time.strftime("%Y-%m-%dT%H:%M:%S"))
+    out = storage.join(job.out, "sets", f"phase-{k:03d}")
+    run_sampling(SampleJob(run_dir=cfg.out, out=out, ipc=max(job.ipcs), steps=job.sample_steps,
                            guidance=job.guidance, chunk_size=max(job.ipcs), workers=job.sample_workers), progress=False)
-    return str(out)
+    return out
 
 
 def run_phases(job: PhasedJob, phases) -> list[str]:
@@ -159,14 +158,14 @@ def merge_sets(folders, out: str, classes) -> str:
     model_labels = {c: y for m in parts for c, y in zip(m.classes, m.model_labels)}
     merged = Manifest(list(classes), [model_labels[c] for c in classes], parts[0].ipc, parts[0].method, source,
                       config={"phases": {str(f): m.config for f, m in zip(folders, parts)}})
-    if (Path(out) / MANIFEST_NAME).exists():
+    if storage.exists(storage.join(out, MANIFEST_NAME)):
         have = Manifest.load(out)
         if have.fingerprint() == merged.fingerprint() and all(have.counts.get(c) == merged.ipc for c in classes):
             return out
     for folder, m in zip(folders, parts):
         for name, s in sorted(m.shards.items()):
             label = list(classes).index(m.classes[s["label"]])
-            t = pq.read_table(Path(folder) / name)
+            t = pq.read_table(pa.BufferReader(storage.read_bytes(storage.join(folder, name))))
             t = t.set_column(t.schema.get_field_index("label"), "label", pa.array([label] * t.num_rows, pa.int64()))
             merged.record(write_shard(out, t, shard_name(label, s["chunk"]), classes=list(classes)), label, s["chunk"])
     merged.save(out)
@@ -181,23 +180,22 @@ def run_cells(job: PhasedJob, surrogate: str, teacher: str):
     from rdistill.evaluate.cells import Cell, CellResult, DataSpec, run_cell
 
     data = DataSpec(job.dataset, job.root, job.eval_image_size)
-    folder = Path(job.out) / "cells"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = storage.join(job.out, "cells")
     cells = [Cell("minimax", ipc, s, seed, surrogate, job.guidance) for ipc in job.ipcs for s in job.students
              for seed in range(job.seeds)]
-    path = lambda c: folder / f"{c.method}-ipc{c.ipc}-{c.student}-seed{c.seed}.json"  # noqa: E731
-    todo = [c for c in cells if not path(c).exists()]
+    path = lambda c: storage.join(folder, f"{c.method}-ipc{c.ipc}-{c.student}-seed{c.seed}.json")  # noqa: E731
+    todo = [c for c in cells if not storage.exists(path(c))]
     say(f"evaluation: {len(cells) - len(todo)} of {len(cells)} cells done before, {len(todo)} to run")
 
     def keep(i, r):
-        path(todo[i]).write_text(json.dumps({**asdict(r), "state": None, "cell": asdict(r.cell)}))
+        storage.write_text(path(todo[i]), json.dumps({**asdict(r), "state": None, "cell": asdict(r.cell)}))
         say(f"cell {r.cell.method} ipc {r.cell.ipc} {r.cell.student} seed {r.cell.seed}: {r.final_acc:.2f}%")
 
     calls = [((c, data, "rded", job.student_epochs), {"teacher": teacher}) for c in todo]
     run_calls(run_cell, calls, workers=job.eval_workers, address=job.address, on_result=keep)
     out = []
     for c in cells:
-        d = json.loads(path(c).read_text())
+        d = json.loads(storage.read_text(path(c)))
         out.append(CellResult(Cell(**d["cell"]), d["final_acc"], d["best_acc"], tuple(map(tuple, d["history"])),
                               d["epochs"], d["seconds"]))
     return out
@@ -215,7 +213,7 @@ def run_job(job: PhasedJob) -> dict:
     from rdistill.evaluate.features import compute_features
 
     start = time.time()
-    Path(job.out).mkdir(parents=True, exist_ok=True)
+    storage.check_writable(job.out)  # unreachable, read-only: an error before any work
     connect(job.address, num_cpus=job.num_cpus)
     if job.gpus:  # asked for: a cluster that cannot hold one GPU task is refused in one line
         wait_for_resources({"GPU": 1}, timeout=job.gpu_wait)
@@ -233,7 +231,7 @@ def run_job(job: PhasedJob) -> dict:
     stage(f"fine-tuning and sampling {len(phases)} phases of {job.phase_size} classes{short}")
     sets = run_phases(job, phases)
 
-    merged = merge_sets(sets, str(Path(job.out) / "sets" / f"minimax-ipc{max(job.ipcs)}"), dataset.classes)
+    merged = merge_sets(sets, storage.join(job.out, "sets", f"minimax-ipc{max(job.ipcs)}"), dataset.classes)
     stage(f"merged {len(sets)} phase sets into {merged}")
     teacher = job.teacher or train_teacher_once(job)
     stage(f"evaluating with the rded protocol (teacher {teacher})")
@@ -245,13 +243,13 @@ def run_job(job: PhasedJob) -> dict:
     feats = compute_features(DataSpec(job.dataset, job.root, job.eval_image_size),
                              [("minimax", ipc, merged) for ipc in job.ipcs], None, None)
     matrix = Matrix(tuple(aggregate(results, feats.mmd)), tuple(results), spec, feats, time.time() - start)
-    (Path(job.out) / "matrix.md").write_text(matrix.as_table(markdown=True))
+    storage.write_text(storage.join(job.out, "matrix.md"), matrix.as_table(markdown=True))
     matrix_run = tracking.log_matrix(matrix, {"job": asdict(job)}, experiment="imagenet1k", tracking_uri=uri,
-                                     out_dir=Path(job.out) / "matrix")
+                                     out_dir=storage.join(job.out, "matrix"))
     client.set_tag(parent, "matrix_run", matrix_run)
     for r in matrix.rows:
         client.log_metric(parent, f"final_acc.ipc{r.ipc}.{r.student}", r.final_mean)
-    stage(f"done in {(time.time() - start) / 60:.1f} min: {Path(job.out) / 'matrix.md'}")
+    stage(f"done in {(time.time() - start) / 60:.1f} min: {storage.join(job.out, 'matrix.md')}")
     client.set_terminated(parent)
     return {"matrix": matrix, "sets": sets, "merged": merged, "parent_run": parent, "tracking_uri": uri}
 
@@ -275,8 +273,8 @@ def train_teacher_once(job: PhasedJob) -> str:
 
     from rdistill.evaluate.teacher import train_teacher
 
-    path = Path(job.out) / "teacher" / "resnet18.pt"
-    if not path.exists():
+    path = storage.join(job.out, "teacher", "resnet18.pt")
+    if not storage.exists(path):
         say(f"teacher: training ResNet-18 for {job.teacher_epochs} epochs on the real train split")
         task = ray.remote(num_cpus=1, num_gpus=1 if job.gpus else 0)(train_teacher)
         ray.get(task.remote(job.dataset, job.root, str(path), image_size=job.eval_image_size,

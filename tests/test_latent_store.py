@@ -31,7 +31,7 @@ def test_stored_latents_draw_what_the_in_process_cache_draws(setup, tmp_path):
     idx = torch.tensor([14, 0, 7, 3, 7])
     z1, y1 = latents.batch(idx, torch.Generator().manual_seed(3))
     z2, y2 = cache.batch(idx, torch.Generator().manual_seed(3))
-    torch.testing.assert_close(z1, z2, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(z1, z2, atol=1e-3, rtol=2**-10)  # the same draws; the store's moments are float16
     assert y1.tolist() == y2.tolist() == [2, 0, 1, 0, 1]
 
 
@@ -82,4 +82,5 @@ def test_ray_data_pipeline_encodes_every_chunk_once(setup, tmp_path):
     a = np.load(tmp_path / "k" / WNIDS[1] / "chunk-00002.npy")
     assert a.shape == (1, 2, 2, 4, 8, 8)
     want = ls.encode_chunk(codec, ls.read_chunk([str(d.train.paths[9])], 16), True)
-    np.testing.assert_allclose(a, want, atol=1e-6)
+    assert a.dtype == np.float16  # stored at half the bytes; rounded by at most 2^-11 relative
+    np.testing.assert_allclose(a.astype(np.float32), want, rtol=2**-10, atol=1e-6)

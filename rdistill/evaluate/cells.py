@@ -204,7 +204,11 @@ def load_teacher(path: str, data: DataSpec) -> torch.nn.Module:
 
     d = load_data(data)
     net = build_student(TEACHER, d.num_classes, d.channels, d.image_size)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    import io
+
+    from rdistill import storage
+
+    state = torch.load(io.BytesIO(storage.read_bytes(path)), map_location="cpu", weights_only=True)  # path or URI
     check_teacher(state, d.num_classes, path)
     net.load_state_dict(state)
     return net

@@ -57,30 +57,33 @@ def pack_surrogate(folder: str, ipc: int, classes: Sequence[str], image_size: in
                    scratch: str | None = None) -> PackedSurrogate:
     """Copy the first `ipc` images of each of `classes` (labelled by their position there) to node-local
     scratch, one shard in memory at a time; reused while the set's manifest is unchanged."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from rdistill import storage
     from rdistill.data.shards import MANIFEST_NAME, Manifest
 
-    m = Manifest.load(folder)
-    with open(os.path.join(folder, MANIFEST_NAME), "rb") as f:
-        digest = hashlib.sha256(f.read() + json.dumps([ipc, list(classes)]).encode()).hexdigest()[:16]
+    m = Manifest.load(folder)  # a folder or a storage URI
+    manifest = storage.read_bytes(storage.join(folder, MANIFEST_NAME))
+    digest = hashlib.sha256(manifest + json.dumps([ipc, list(classes)]).encode()).hexdigest()[:16]
     root = scratch or os.environ.get("RDISTILL_SCRATCH") or tempfile.gettempdir()
     out = os.path.join(root, "rdistill-packed", digest)
     if not os.path.isfile(os.path.join(out, "index.npy")):
         os.makedirs(out, exist_ok=True)
-        rows, offset = [], 0
-        with open(os.path.join(out, "images.bin"), "wb") as f:
+        rows, offset, pid = [], 0, os.getpid()
+        with open(os.path.join(out, f"images.{pid}.bin"), "wb") as f:  # this process's own until renamed
             for name, s in sorted(m.shards.items()):
                 c = m.classes[s["label"]]
                 if c not in classes:
                     continue
-                t = pq.read_table(os.path.join(folder, name), columns=["image", "index"], filters=[("index", "<", ipc)])
-                t = t.sort_by("index")
+                shard = pa.BufferReader(storage.read_bytes(storage.join(folder, name)))
+                t = pq.read_table(shard, columns=["image", "index"], filters=[("index", "<", ipc)]).sort_by("index")
                 for png in t["image"].combine_chunks().field("bytes").to_pylist():
                     f.write(png)
                     rows.append((offset, len(png), classes.index(c)))
                     offset += len(png)
-        tmp = os.path.join(out, f"index.{os.getpid()}.npy")
+        os.replace(os.path.join(out, f"images.{pid}.bin"), os.path.join(out, "images.bin"))  # as any packer writes
+        tmp = os.path.join(out, f"index.{pid}.npy")
         np.save(tmp, np.asarray(rows, dtype=np.int64).reshape(-1, 3))
         os.replace(tmp, os.path.join(out, "index.npy"))  # written last: its presence marks a finished pack
     return PackedSurrogate(out, image_size)

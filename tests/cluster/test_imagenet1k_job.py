@@ -1,6 +1,7 @@
 """experiments/imagenet1k.py --smoke-test through a real `ray start --head` on loopback and `ray job submit
---working-dir .`: SUCCEEDED with shards, matrix and MLflow runs; stopped halfway and re-submitted, it ends
-with the shards an uninterrupted job wrote. The head is started here and stopped by its own pid."""
+--working-dir .`: SUCCEEDED with shards, matrix and MLflow runs; a job in S3 (moto) tracked by the MLflow
+server, stopped halfway and re-submitted, ends with the shards the uninterrupted job wrote to a folder. The
+head is started here and stopped by its own pid."""
 
 import json
 import os
@@ -13,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from servers import free_port, start, stop
+from rdistill import storage
+from servers import DUMMY_AWS, free_port, s3_uri, start, stop
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {"OMP_NUM_THREADS": "1", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1", "RAY_AUTH_MODE": "disabled",
-       "MLFLOW_DISABLE_TELEMETRY": "true"}
+       "MLFLOW_DISABLE_TELEMETRY": "true", **DUMMY_AWS}
 
 
 def ray_bin() -> str:
@@ -59,12 +61,12 @@ def job(address: str, *args, wait: bool = True, sid: str | None = None) -> subpr
     return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **ENV}, timeout=1200)
 
 
-def shards(out: Path) -> dict:
-    m = json.loads((out / "sets" / "minimax-ipc2" / "_manifest.json").read_text())
+def shards(out) -> dict:
+    m = json.loads(storage.read_text(storage.join(str(out), "sets", "minimax-ipc2", "_manifest.json")))
     return {name: s["sha256"] for name, s in m["shards"].items()}
 
 
-def test_submitted_job_succeeds_and_a_stopped_one_resumes_to_the_same_shards(head, tmp_path):
+def test_submitted_job_succeeds_and_a_stopped_one_resumes_to_the_same_shards(head, tmp_path, s3, mlflow_url):
     from mlflow import MlflowClient
 
     whole = tmp_path / "whole"
@@ -76,8 +78,8 @@ def test_submitted_job_succeeds_and_a_stopped_one_resumes_to_the_same_shards(hea
     (parent,) = client.search_runs([exp], "tags.job_fingerprint != ''")
     assert parent.data.tags["stage"].startswith("done")
 
-    halted = tmp_path / "halted"
-    job(head, "--smoke-test", "--out", halted, wait=False, sid="halted-1")
+    halted = s3_uri(s3, "rdistill", "imagenet1k/halted")  # in storage, tracked by the MLflow server
+    job(head, "--smoke-test", "--out", halted, "--tracking-uri", mlflow_url, wait=False, sid="halted-1")
     env = {**os.environ, **ENV}
     deadline = time.monotonic() + 300
     while "phases of 4 classes" not in subprocess.run([ray_bin(), "job", "logs", "--address", head, "halted-1"],
@@ -85,8 +87,11 @@ def test_submitted_job_succeeds_and_a_stopped_one_resumes_to_the_same_shards(hea
         assert time.monotonic() < deadline, "the job never reached its phases"
         time.sleep(2)
     subprocess.run([ray_bin(), "job", "stop", "--address", head, "halted-1"], capture_output=True, env=env, check=True)
-    assert not (halted / "sets" / "minimax-ipc2" / "_manifest.json").exists()
-    p = job(head, "--smoke-test", "--out", halted)
+    assert not storage.exists(storage.join(halted, "sets", "minimax-ipc2", "_manifest.json"))
+    p = job(head, "--smoke-test", "--out", halted, "--tracking-uri", mlflow_url)
     assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
     assert "latents: 0 of 6 chunks encoded now" in p.stdout
     assert shards(halted) == shards(whole)
+    assert storage.exists(storage.join(halted, "matrix.md")) and storage.is_complete(storage.join(halted, "matrix"))
+    runs = MlflowClient(mlflow_url).search_runs([MlflowClient(mlflow_url).get_experiment_by_name("imagenet1k").experiment_id])
+    assert any(r.data.tags.get("stage", "").startswith("done") for r in runs)
