@@ -20,6 +20,7 @@ from rdistill.config import RunConfig
 from rdistill.sweep.settings import METRIC, PAPER_POINT, SweepOutcome, SweepSettings
 from rdistill.sweep.trial import trial
 
+
 def max_concurrent(settings: SweepSettings) -> int:
     """Trials started at once (Optuna suggests that many ahead). With GPUs declared: every trial of the budget
     (or --max-concurrent), and placement decides how many train at once: each trial's Train workers wait for
@@ -111,7 +112,7 @@ def preflight(settings: SweepSettings, address: str | None = None, resume: bool 
     settings.check()
     if storage.is_uri(settings.out):
         storage.check_writable(settings.out)  # unreachable, or no write access: an error before any work
-    settings.tracking_uri  # a sweep in storage without an MLflow server raises here
+    _ = settings.tracking_uri  # a sweep in storage without an MLflow server raises ValueError here
     if resume is not None:
         check_resume(settings, resume)
     connect(address)
