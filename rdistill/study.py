@@ -63,9 +63,11 @@ def finetune_config(s: StudySettings, method: str) -> RunConfig:
 
 def train_all(s: StudySettings, progress: bool) -> dict[str, str]:
     """The base (pretrained unless it exists) and every fine-tuned run: method -> run location."""
+    from rdistill.generate.checkpoint import latest_checkpoint
+
     runs = {}
     for method, cfg in [(GENERATED, s.base)] + [(m, finetune_config(s, m)) for m in s.finetune]:
-        ckpt = newest_checkpoint(cfg.out)
+        ckpt = latest_checkpoint(cfg.out)  # a folder, or this node's copy of a run published to storage
         if method == GENERATED and ckpt is not None and not (ckpt / "optimizer.pt").exists():
             print(f"[study] base: {cfg.out} (published: its EMA only, used as it is)")  # experiments/bases/
             runs[method] = cfg.out
@@ -75,15 +77,6 @@ def train_all(s: StudySettings, progress: bool) -> dict[str, str]:
         runs[method] = train_run(cfg, progress)
         log_minutes(s, f"train {method}", start)
     return runs
-
-
-def newest_checkpoint(run: str) -> Path | None:
-    """The newest checkpoint folder of a run: in its folder, or in this node's copy of a run published to storage."""
-    from rdistill.generate.checkpoint import latest_checkpoint
-
-    if storage.is_uri(run):
-        return latest_checkpoint(storage.local_copy(run)) if storage.is_complete(run) else None
-    return latest_checkpoint(run)
 
 
 def train_run(cfg: RunConfig, progress: bool) -> str:
@@ -104,7 +97,9 @@ def train_run(cfg: RunConfig, progress: bool) -> str:
 def stored_base(s: StudySettings) -> StudySettings:
     """For a study in storage, a base that only this node's disk holds (experiments/bases/) is published under
     <out>/base first, so that workers on every node read the same one."""
-    if not storage.is_uri(s.out) or storage.is_uri(s.base.out) or newest_checkpoint(s.base.out) is None:
+    from rdistill.generate.checkpoint import latest_checkpoint
+
+    if not storage.is_uri(s.out) or storage.is_uri(s.base.out) or latest_checkpoint(s.base.out) is None:
         return s
     location = storage.join(s.out, "base")
     if not storage.is_complete(location):

@@ -75,7 +75,14 @@ def checkpoint_dir(run_dir: Path, step: int) -> Path:
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint folder of a run, or None."""
+    """The newest complete checkpoint folder of a run, or None. A run published to storage (a URI) is read
+    from this node's copy of it (rdistill.storage.local_copy); one not finished publishing has none yet."""
+    from rdistill import storage
+
+    if storage.is_uri(run_dir):
+        if not storage.is_complete(run_dir):
+            return None
+        run_dir = storage.local_copy(run_dir)
     folder = Path(run_dir) / CKPT_DIR
     done = sorted(p for p in folder.glob("step-*") if (p / "state.json").exists()) if folder.exists() else []
     return done[-1] if done else None

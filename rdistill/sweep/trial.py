@@ -43,12 +43,13 @@ def trial(config: dict, settings: SweepSettings) -> None:
 
     from rdistill import storage
     from rdistill.data import load_dataset
-    from rdistill.distributed.train_ray import fit_ray
+    from rdistill.distributed.train_ray import fit_ray, step_of
+    from rdistill.generate.checkpoint import latest_checkpoint
 
     where = trial_dir(settings, tune.get_context().get_trial_id())
     cfg = trial_config(settings, config, storage.join(where, "finetune"))
     n = len(load_dataset(cfg.data.name, image_size=cfg.data.image_size, root=cfg.data.root).train)
-    done = finished_step(cfg.out)  # a resumed trial: stages fine-tuned past were reported
+    done = step_of(latest_checkpoint(cfg.out)) or 0  # a resumed trial: stages fine-tuned past were reported
     for epoch, step in stages(cfg, n // cfg.train.batch_size, settings.asha, asha_rungs(settings.space.epochs[1])):
         if step < done:
             continue
@@ -59,19 +60,6 @@ def trial(config: dict, settings: SweepSettings) -> None:
         acc = ray.get(evaluate_remote(settings, cfg.out, set_dir, "validation", [settings.seed],
                                       guidance=float(config["guidance"])))[0]
         tune.report({METRIC: acc["final_acc"], "val_best_acc": acc["best_acc"], "epoch": epoch, "step": step})
-
-
-def finished_step(run: str) -> int:
-    """The step of a run's newest checkpoint (0 for none): a local run folder, or one published to storage."""
-    from rdistill import storage
-    from rdistill.distributed.train_ray import step_of
-    from rdistill.generate.checkpoint import latest_checkpoint
-
-    if storage.is_uri(run):
-        if not storage.is_complete(run):
-            return 0
-        run = storage.local_copy(run)
-    return step_of(latest_checkpoint(run)) or 0
 
 
 def evaluate(settings: SweepSettings, run_dir: str, set_dir: str, split: str, seed: int, guidance: float) -> dict:
