@@ -26,6 +26,13 @@ SAMPLE = ["--ipc", "2", "--chunk-size", "1", "--steps", "5", "--workers", "1", "
           "--no-progress"]
 
 
+def succeeds_in(what: str, args: list) -> None:
+    """`rdistill ARGS` exits 0; its wall time is printed (the numbers of the closing notes)."""
+    t0 = time.monotonic()
+    assert main(args) == 0
+    print(f"\n{what}: {time.monotonic() - t0:.1f} s")
+
+
 def kill_when(ready, title: str, scratch: str, killed: list, timeout: float = 120.0) -> threading.Thread:
     """In the background: once ready() holds, SIGKILL node 2's worker process whose title has `title` (found by
     its node's own scratch folder in its environment, killed by its pid); record the pid in `killed`."""
@@ -73,9 +80,8 @@ def finetuned(cluster, s3, stored_base):
     from servers import s3_uri
 
     out = s3_uri(s3, "rdistill", "runs/undisturbed")
-    t0 = time.monotonic()
-    assert main(["finetune", "--init", stored_base, "--out", out, "--address", cluster[0].address, *FINETUNE]) == 0
-    print(f"\nfinetune --workers 2 on node 2: {time.monotonic() - t0:.1f} s")
+    succeeds_in("finetune --workers 2 on node 2",
+                ["finetune", "--init", stored_base, "--out", out, "--address", cluster[0].address, *FINETUNE])
     return out
 
 
@@ -105,11 +111,10 @@ def test_a_finetune_whose_node_2_worker_dies_ends_as_the_undisturbed_one(cluster
     killed = []
     has_checkpoint = lambda: any("checkpoint_" in f and f.endswith("state.json")  # noqa: E731
                                  for f in storage.list_files(storage.join(out, "ray")))
-    t0 = time.monotonic()
     watcher = kill_when(has_checkpoint, "RayTrainWorker", str(cluster[1]["n2"] / "scratch"), killed)
-    assert main(["finetune", "--init", stored_base, "--out", out, "--address", cluster[0].address, *FINETUNE]) == 0
+    succeeds_in("finetune with a killed worker",
+                ["finetune", "--init", stored_base, "--out", out, "--address", cluster[0].address, *FINETUNE])
     watcher.join(1)
-    print(f"\nfinetune with a killed worker: {time.monotonic() - t0:.1f} s")
     assert killed, "no Train worker on node 2 was killed"
     assert final_files(out) == final_files(finetuned)  # weights, optimizer and both ranks' memories
 
@@ -126,9 +131,7 @@ def sampled(cluster, s3, finetuned):
     from servers import s3_uri
 
     out = s3_uri(s3, "rdistill", "sets/undisturbed")
-    t0 = time.monotonic()
-    assert main(["sample", "--run", finetuned, "--out", out, "--address", cluster[0].address, *SAMPLE]) == 0
-    print(f"\nsample on node 2: {time.monotonic() - t0:.1f} s")
+    succeeds_in("sample on node 2", ["sample", "--run", finetuned, "--out", out, "--address", cluster[0].address, *SAMPLE])
     return out
 
 
@@ -161,11 +164,10 @@ def test_evaluate_on_node_2_writes_the_matrix_to_s3_and_the_mlflow_server(cluste
     from servers import s3_uri
 
     out = s3_uri(s3, "rdistill", "evaluate")
-    t0 = time.monotonic()
-    assert main(["evaluate", "--surrogate", sampled, "--dataset", "digits", "--seeds", "1", "--epochs", "2",
+    succeeds_in("evaluate on node 2",
+                ["evaluate", "--surrogate", sampled, "--dataset", "digits", "--seeds", "1", "--epochs", "2",
                  "--workers", "1", "--worker-resources", "n2=1", "--address", cluster[0].address, "--out", out,
-                 "--tracking-uri", mlflow_url, "--experiment", "cluster-evaluate", "--no-progress"]) == 0
-    print(f"\nevaluate on node 2: {time.monotonic() - t0:.1f} s")
+                 "--tracking-uri", mlflow_url, "--experiment", "cluster-evaluate", "--no-progress"])
     capsys.readouterr()
     rows = list(csv.DictReader(io.StringIO(storage.read_text(storage.join(out, "matrix.csv")))))
     assert len(rows) == 1 and rows[0]["method"] == "minimax"

@@ -1,5 +1,6 @@
 """rdistill.common.devices: what a reused worker process gives back to the GPU."""
 
+import pytest
 import torch
 
 from rdistill.common.devices import release_gpu_memory
@@ -25,8 +26,6 @@ def test_a_sweep_evaluation_gives_its_gpu_memory_back_even_when_it_fails(monkeyp
     released = []
     monkeypatch.setattr(devices, "release_gpu_memory", lambda: released.append(True))
     s = SweepSettings(out=str(tmp_path), base=load_config(None, [f"model.init={tmp_path / 'base'}"]))
-    try:
+    with pytest.raises((FileNotFoundError, ValueError)):  # no run to sample from
         evaluate(s, str(tmp_path / "no-run"), str(tmp_path / "set"), "validation", 0, 4.0)
-    except (FileNotFoundError, ValueError):
-        pass
     assert released == [True]
