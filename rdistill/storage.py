@@ -103,6 +103,16 @@ def read_text(location) -> str:
     return read_bytes(location).decode("utf-8")
 
 
+def read_json(location):
+    """The JSON value at `location`; {} if there is none yet."""
+    return json.loads(read_text(location)) if exists(location) else {}
+
+
+def write_json(location, obj) -> None:
+    """`obj` as indented JSON with sorted keys, published atomically."""
+    write_text(location, json.dumps(obj, indent=1, sort_keys=True))
+
+
 def exists(location) -> bool:
     filesystem, path = resolve(location)
     return filesystem.get_file_info(path).type != pafs.FileType.NotFound

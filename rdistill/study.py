@@ -3,8 +3,8 @@
     matrix = run_study(StudySettings(base=..., target="fashion-tops", out="runs/fashion"))
 
 1. base: a DiT pretrained on the parent dataset (all of its classes), or the one given.
-2. fine-tune: each method of `finetune` (difffit, minimax, ablations) on the target's classes, with a
-   validation carve of the target's train split withheld (data.holdout).
+2. fine-tune: each method of `finetune` (difffit, minimax; the `ablation` ones go only to `ablation_ipcs`,
+   in matrix parts of their own) on the target's classes, the target train split's carve withheld.
 3. guidance: every generated method (`dit` = the base, un-fine-tuned) sampled at max(ipcs) for each scale
    of the grid; at each IPC (a prefix of that set) a student is trained and tested on the carve; each
    (method, IPC) keeps the scale with the best validation accuracy. The test split is not touched.
@@ -38,6 +38,8 @@ class StudySettings:
     target: str  # the dataset to distil: a class subset of the base's (fashion-tops) or the same dataset
     out: str  # the study's location: a folder, or a storage URI (then tracking_uri or MLFLOW_TRACKING_URI is needed)
     finetune: dict = field(default_factory=dict)  # method name -> list of key=value overrides
+    ablation: tuple[str, ...] = ()  # methods of `finetune` that are Table 5 variants: their own matrix parts
+    ablation_ipcs: tuple[int, ...] = (10, 50)  # the IPCs they are validated and evaluated at (Table 5's)
     ipcs: tuple[int, ...] = (1, 10, 50)
     guidance: tuple[float, ...] = (1.0, 2.0, 4.0)  # the grid each (method, IPC) picks from on validation
     coresets: tuple[str, ...] = ("random", "herding", "kcenter")
@@ -151,13 +153,13 @@ def choose_guidance(s: StudySettings, sets: dict[tuple[str, float], str], addres
     from rdistill.distributed.tasks import run_calls
 
     path = storage.join(s.out, "validation.json")
-    table = read_table(path)
-    todo = [(f"{m}|{g:g}|{ipc}", folder, ipc) for (m, g), folder in sets.items() for ipc in s.ipcs
+    table = storage.read_json(path)
+    todo = [(f"{m}|{g:g}|{ipc}", folder, ipc) for (m, g), folder in sets.items() for ipc in ipcs_of(s, m)
             if f"{m}|{g:g}|{ipc}" not in table]
 
     def record(i: int, acc: float) -> None:
         table[todo[i][0]] = acc
-        write_table(path, table)
+        storage.write_json(path, table)
 
     start = time.perf_counter()
     run_calls(validate, [((s, folder, ipc), {}) for _, folder, ipc in todo], workers=s.workers, address=address,
@@ -165,11 +167,16 @@ def choose_guidance(s: StudySettings, sets: dict[tuple[str, float], str], addres
     log_minutes(s, "validate guidance", start)
     best = {}
     for (method, g), folder in sets.items():
-        for ipc in s.ipcs:
+        for ipc in ipcs_of(s, method):
             acc = table[f"{method}|{g:g}|{ipc}"]
             if (method, ipc) not in best or acc > best[method, ipc][1]:
                 best[method, ipc] = (g, acc, folder)
     return best
+
+
+def ipcs_of(s: StudySettings, method: str) -> tuple[int, ...]:
+    """The IPCs a generated method is validated and evaluated at: an ablation's are Table 5's."""
+    return s.ablation_ipcs if method in s.ablation else s.ipcs
 
 
 def select_all(s: StudySettings) -> list[str]:
@@ -184,16 +191,19 @@ def select_all(s: StudySettings) -> list[str]:
 
 
 def evaluate_all(s: StudySettings, best: dict, coresets: list[str], address: str | None):
-    """The matrix: each IPC with each method's chosen set and the coresets, then the full-data bound; each
-    part is kept under <out>/matrix/parts, so a rerun evaluates only the parts not done yet."""
+    """The matrix: each IPC with each method's chosen set and the coresets, the ablations at theirs, then the
+    full-data bound; each part is kept under <out>/matrix/parts, so a rerun evaluates only the parts not done
+    yet (adding the ablations leaves the others as they are)."""
     from rdistill.evaluate.cells import MatrixSpec
     from rdistill.evaluate.matrix import Matrix, aggregate
 
-    specs = {}
-    for ipc in s.ipcs:
-        chosen = [str(folder) for (method, k), (_, _, folder) in best.items() if k == ipc]
-        specs[f"evaluate ipc {ipc}"] = MatrixSpec(tuple(chosen + [str(c) for c in coresets]), s.target,
-                                                  seeds=s.seeds, ipcs=(ipc,), epochs=s.student_epochs)
+    def part(ipc: int, ablation: bool, extra: list[str]) -> MatrixSpec:
+        chosen = [str(folder) for (method, k), (_, _, folder) in best.items()
+                  if k == ipc and (method in s.ablation) == ablation]
+        return MatrixSpec(tuple(chosen + extra), s.target, seeds=s.seeds, ipcs=(ipc,), epochs=s.student_epochs)
+
+    specs = {f"evaluate ipc {ipc}": part(ipc, False, [str(c) for c in coresets]) for ipc in s.ipcs}
+    specs |= {f"evaluate ipc {ipc} ablation": part(ipc, True, []) for ipc in s.ablation_ipcs if s.ablation}
     if s.full_epochs is not None:
         specs["evaluate full"] = MatrixSpec((), s.target, seeds=s.seeds, full=True, epochs=s.full_epochs)
     parts = [evaluate_part(s, name, spec, address) for name, spec in specs.items()]
@@ -230,18 +240,10 @@ def log_minutes(s: StudySettings, what: str, start: float) -> None:
     """One line per stage, and minutes.json for the write-up."""
     minutes = (time.perf_counter() - start) / 60
     path = storage.join(s.out, "minutes.json")
-    table = read_table(path)
+    table = storage.read_json(path)
     table[what] = table.get(what, 0.0) + minutes
-    write_table(path, table)
+    storage.write_json(path, table)
     print(f"[study] {what}: {minutes:.1f} min")
-
-
-def read_table(location: str) -> dict:
-    return json.loads(storage.read_text(location)) if storage.exists(location) else {}
-
-
-def write_table(location: str, table: dict) -> None:
-    storage.write_text(location, json.dumps(table, indent=1, sort_keys=True))
 
 
 def run_study(s: StudySettings, *, address: str | None = None, progress: bool = True):
@@ -254,6 +256,10 @@ def run_study(s: StudySettings, *, address: str | None = None, progress: bool = 
         raise ValueError(f"the study's base is pretrained by it: base train.method must be pretrain, not {s.base.train.method!r}")
     if missing := [m for m in (GENERATED, *s.finetune) if m in s.coresets]:
         raise ValueError(f"method names {missing} are both generated and coreset methods")
+    if unknown := [m for m in s.ablation if m not in s.finetune]:
+        raise ValueError(f"ablation methods {unknown} are not fine-tuning methods ({', '.join(s.finetune)})")
+    if s.ablation and (outside := sorted(set(s.ablation_ipcs) - set(s.ipcs))):
+        raise ValueError(f"ablation IPCs {outside} are not among the study's IPCs {list(s.ipcs)}")
     classes = load_dataset(s.target).classes  # an unknown target or class raises here
     uri = mlflow_uri(s.out, s.tracking_uri)  # a study in storage without an MLflow server raises here
     if storage.is_uri(s.out):

@@ -27,11 +27,37 @@ def test_eval_digits_matrix_smoke_test(capsys, tmp_path):
 METHODS = ("dit", "difffit", "minimax", "random", "herding", "kcenter", "full")
 
 
-def study_smoke_test(name: str, tmp_path, capsys):
+def study_smoke_test(name: str, tmp_path, capsys, *flags: str):
     """Run a study script's smoke test; the matrix it prints and what it leaves under --out."""
     script = load(name)
-    assert script.main(["--smoke-test", "--out", str(tmp_path)], script.PLAN, script.__doc__) == 0
+    assert script.main(["--smoke-test", "--out", str(tmp_path), *flags], script.PLAN, script.__doc__) == 0
     return capsys.readouterr().out
+
+
+def planned_runs(name: str, tmp_path) -> tuple:
+    """A study script's settings with every flag it has, and the config of each fine-tuning run it plans."""
+    from rdistill.commands.study import build_parser, settings_from_args
+    from rdistill.study import finetune_config
+
+    script = load(name)
+    flags = ["--out", str(tmp_path)] + (["--ablation"] if "ablation" in script.PLAN else [])
+    s = settings_from_args(build_parser(script.PLAN, script.__doc__).parse_args(flags), script.PLAN)
+    return s, {m: finetune_config(s, m) for m in s.finetune}
+
+
+def test_every_planned_run_is_a_valid_config(tmp_path):
+    """Each run the scripts plan loads (a bad key fails here, not an hour into a study), and the Table 5
+    variants switch the criteria as the paper's ablation does."""
+    s, runs = planned_runs("digits", tmp_path)
+    assert {m: c.train.method for m, c in runs.items()} == {"difffit": "difffit", "minimax": "minimax"}
+    s, runs = planned_runs("fashion_mnist", tmp_path)
+    criteria = {m: (c.train.representativeness, c.train.diversity, c.train.lambda_d)
+                for m, c in runs.items() if m in s.ablation}
+    assert criteria == {"minimax-r": ("minimax", "off", 0.008), "mean-r": ("mean", "off", 0.008),
+                        "minimax-d": ("off", "minimax", 0.008), "mean-d": ("off", "mean", 0.008),
+                        "mean": ("mean", "mean", 0.008),
+                        "minimax-ld0.04": ("minimax", "minimax", 0.04), "minimax-ld0.2": ("minimax", "minimax", 0.2)}
+    assert s.ablation_ipcs == (10, 50) and all(c.model.init == s.base.out for c in runs.values())
 
 
 @pytest.mark.slow
@@ -55,7 +81,26 @@ def test_digits_study_smoke_test(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="dataset-fashion-mnist is not installed")
 def test_fashion_mnist_study_smoke_test(tmp_path, capsys):
-    out = study_smoke_test("fashion_mnist", tmp_path, capsys)
+    out = study_smoke_test("fashion_mnist", tmp_path, capsys, "--ablation")
     assert "dataset fashion-mnist[Coat,Shirt], protocol small" in out
-    for method in ("dit", "difffit", "minimax", "random", "herding"):
+    ablation = ("minimax[d=off]", "minimax[r=mean,d=off]", "minimax[r=off]", "minimax[r=off,d=mean]",
+                "minimax[r=mean,d=mean]", "minimax[ld=0.04]", "minimax[ld=0.2]")  # the sets' names of the runs
+    for method in ("dit", "difffit", "minimax", "random", "herding", *ablation):
         assert f"\n{method} " in out
+    validation = json.loads((tmp_path / "validation.json").read_text())
+    assert {k for k in validation if k.startswith("mean-d|")} == {"mean-d|4|2"}  # the ablations at their IPCs only
+    assert sorted(p.name for p in (tmp_path / "matrix" / "parts").iterdir()) == [
+        "evaluate-ipc-1.pkl", "evaluate-ipc-2-ablation.pkl", "evaluate-ipc-2.pkl"]
+
+
+@pytest.mark.parametrize("change, message", [(dict(ablation=("minimax-x",)), "ablation methods ['minimax-x'] are not"),
+                                             (dict(ablation_ipcs=(10, 20)), "ablation IPCs [20] are not among")])
+def test_study_refuses_a_bad_ablation_before_any_work(tmp_path, change, message):
+    from dataclasses import replace
+
+    from rdistill.study import run_study
+
+    s, _ = planned_runs("fashion_mnist", tmp_path)
+    with pytest.raises(ValueError, match=message.replace("[", r"\[")):
+        run_study(replace(s, **change))
+    assert list(tmp_path.iterdir()) == []

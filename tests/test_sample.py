@@ -159,3 +159,19 @@ def test_cli_sample_and_export(run_dir, tmp_path, capsys):
     m = Manifest.load(tmp_path / "s")
     assert m.config["sampling"]["guidance_channels"] is None and m.counts == {"2": 2}
     assert "ipc = 0 is invalid" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("keys, name", [
+    (["train.method=pretrain"], "dit"), (["train.method=difffit", "train.lambda_d=0.5"], "difffit"),
+    (["train.method=minimax"], "minimax"), (["train.method=minimax", "train.diversity=off"], "minimax[d=off]"),
+    (["train.method=minimax", "train.representativeness=mean", "train.diversity=mean"], "minimax[r=mean,d=mean]"),
+    (["train.method=minimax", "train.lambda_d=0.04"], "minimax[ld=0.04]"),
+    (["train.method=minimax", "train.diversity=off", "train.lambda_d=0.04"], "minimax[d=off]"),  # its weight: off too
+    (["train.method=minimax", "train.representativeness=mean", "train.diversity=off", "train.memory_size=8"],
+     "minimax[r=mean,d=off]"),  # the mean of the batch reads no memory
+    (["train.method=minimax", "train.lambda_r=0.01", "train.memory_size=128"], "minimax[lr=0.01,nm=128]")])
+def test_a_sets_method_names_what_differs_from_the_papers_criteria(keys, name):
+    from rdistill.config import load_config
+    from rdistill.generate.sampling import set_method
+
+    assert set_method(load_config(None, keys)) == name

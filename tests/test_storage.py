@@ -48,6 +48,14 @@ def test_write_read_exists_list_delete(root):
     assert storage.list_files(root) == ["a.txt"]
 
 
+def test_a_json_table_reads_empty_until_written_then_round_trips(root):
+    table = storage.join(root, "validation.json")
+    assert storage.read_json(table) == {}
+    storage.write_json(table, {"minimax|2|10": 57.5, "dit|6|10": 55.0})
+    assert storage.read_json(table) == {"dit|6|10": 55.0, "minimax|2|10": 57.5}
+    assert storage.read_text(table).index("dit") < storage.read_text(table).index("minimax")  # keys sorted
+
+
 def test_a_write_leaves_no_temporary_object_and_an_overwrite_replaces(root):
     target = storage.join(root, "m.json")
     storage.write_text(target, "1")

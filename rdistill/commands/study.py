@@ -18,7 +18,7 @@ def build_parser(plan: dict, doc: str) -> argparse.ArgumentParser:
                    help=f"study folder or storage URI, e.g. s3://bucket/study (default runs/{plan['prefix']}-<target>)")
     p.add_argument("--base", default=plan["base_out"], help=f"where the base lives, pretrained once (default {plan['base_out']})")
     if plan.get("ablation"):
-        p.add_argument("--ablation", action="store_true", help="also the Table 5 ablation runs")
+        p.add_argument("--ablation", action="store_true", help="also the ablation runs (Table 5), at their own IPCs")
     p.add_argument("--address", default=None, help="Ray cluster ('auto', ray://host:port); default: a local Ray")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow server (default: $MLFLOW_TRACKING_URI, else SQLite in --out; a storage --out needs one)")
@@ -39,12 +39,14 @@ def settings_from_args(args, plan: dict):
     out = out if storage.is_uri(out) else os.path.abspath(out)  # Ray workers do not run in this folder
     base = load_config(None, [*plan["base"], *(plan["smoke_steps"]["base"] if smoke else []),
                               f"out={storage.join(out, 'base')}" if smoke else f"out={args.base}"])
-    methods = plan["finetune"] | (plan.get("ablation", {}) if getattr(args, "ablation", False) else {})
+    ablation = plan.get("ablation", {}) if getattr(args, "ablation", False) else {}
+    methods = plan["finetune"] | ablation
     extra = plan["smoke_steps"]["finetune"] if smoke else []
     values = dict(plan["smoke"] if smoke else plan["settings"])
     if args.workers is not None:
         values["workers"] = args.workers
     return StudySettings(base=base, target=target, out=out, finetune={m: [*k, *extra] for m, k in methods.items()},
+                         ablation=tuple(ablation),
                          experiment=f"{plan['prefix']}-study", tracking_uri=args.tracking_uri, **values)
 
 

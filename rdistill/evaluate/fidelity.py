@@ -60,16 +60,14 @@ def fidelity(judge: nn.Module, data: DataSpec, folder: str, ipc: int | None = No
 def fidelity_table(location: str, sets: dict[str, str], data: DataSpec, ipc: int | None, epochs: int) -> dict:
     """{name: fidelity} of every named set, kept as JSON at `location` (rdistill.storage) with the judge's
     epochs and test accuracy; the judge is trained only when a set is not in the table yet."""
-    import json
-
     from rdistill import storage
 
-    table = json.loads(storage.read_text(location)) if storage.exists(location) else {}
+    table = storage.read_json(location)
     todo = [name for name in sets if name not in table.get("sets", {})]
     if todo:
         judge, acc = train_judge(data, epochs)
         table = {"judge": {"epochs": epochs, "test_acc": acc, "ipc": ipc}, "sets": table.get("sets", {})}
         for name in todo:
             table["sets"][name] = fidelity(judge, data, sets[name], ipc)
-        storage.write_text(location, json.dumps(table, indent=1, sort_keys=True))
+        storage.write_json(location, table)
     return table

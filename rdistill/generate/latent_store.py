@@ -132,11 +132,11 @@ def prepare(location: str, key: str, meta: dict) -> str:
     folder = storage.join(location, key)
     meta_path = storage.join(folder, META)
     if storage.exists(meta_path):
-        have = json.loads(storage.read_text(meta_path))
+        have = storage.read_json(meta_path)
         if have.get("key") != key:
             raise ValueError(f"{folder} holds latents of key {have.get('key')}, not {key}: delete it")
     else:
-        storage.write_text(meta_path, json.dumps(dict(meta, key=key, format=FORMAT_VERSION), indent=1, sort_keys=True))
+        storage.write_json(meta_path, dict(meta, key=key, format=FORMAT_VERSION))
     return folder
 
 

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from rdistill import storage
 from rdistill.common.files import remove_stale_temporaries
-from rdistill.config import read_config, to_dict
+from rdistill.config import TrainConfig, read_config, to_dict
 from rdistill.data.shards import Manifest, ShardInfo, check_overwrite, shard_is_complete, shard_name
 from rdistill.distributed.tasks import run_calls
 from rdistill.generate.checkpoint import RunMeta, latest_checkpoint, weights_hash
@@ -218,12 +218,17 @@ def build_manifest(job: SampleJob, meta: RunMeta, ckpt: Path, run_dir: str | Non
 
 
 def set_method(run_cfg) -> str:
-    """The set's method name: the run's (dit, difffit, minimax), with the criteria that differ from the
-    paper's marked (the Table 5 ablations), e.g. "minimax[r=mean,d=off]"."""
-    t, name = run_cfg.train, RUN_METHODS[run_cfg.train.method]
-    forms = {"r": t.representativeness, "d": t.diversity}
-    changed = [f"{k}={v}" for k, v in forms.items() if v != "minimax"]
-    return f"{name}[{','.join(changed)}]" if name == "minimax" and changed else name
+    """The set's method name: the run's (dit, difffit, minimax), with what differs from the paper's criteria
+    marked: their forms (the Table 5 ablations) and the weights of those on, e.g. "minimax[r=mean,d=off]",
+    "minimax[ld=0.04]". Sets of different criteria never share a row of a matrix."""
+    t, paper, name = run_cfg.train, TrainConfig(), RUN_METHODS[run_cfg.train.method]
+    if name != "minimax":
+        return name
+    changed = [f"{k}={v}" for k, v in {"r": t.representativeness, "d": t.diversity}.items() if v != "minimax"]
+    weights = {"lr": ("lambda_r", t.representativeness != "off"), "ld": ("lambda_d", t.diversity != "off"),
+               "nm": ("memory_size", t.representativeness == "minimax" or t.diversity != "off")}  # what reads N_M
+    changed += [f"{k}={getattr(t, f):g}" for k, (f, on) in weights.items() if on and getattr(t, f) != getattr(paper, f)]
+    return f"{name}[{','.join(changed)}]" if changed else name
 
 
 def is_written(task: Task, manifest: Manifest, out) -> bool:
