@@ -3,8 +3,8 @@
     matrix = run_study(StudySettings(base=..., target="fashion-tops", out="runs/fashion"))
 
 1. base: a DiT pretrained on the parent dataset (all of its classes), or the one given.
-2. fine-tune: each method of `finetune` (difffit, minimax; the `ablation` ones go only to `ablation_ipcs`,
-   in matrix parts of their own) on the target's classes, the target train split's carve withheld.
+2. fine-tune: each method of `finetune` (difffit, minimax; the `ablation` ones have their own grid and IPCs
+   and matrix parts) on the target's classes, the target train split's carve withheld.
 3. guidance: every generated method (`dit` = the base, un-fine-tuned) sampled at max(ipcs) for each scale
    of the grid; at each IPC (a prefix of that set) a student is trained and tested on the carve; each
    (method, IPC) keeps the scale with the best validation accuracy. The test split is not touched.
@@ -40,6 +40,7 @@ class StudySettings:
     finetune: dict = field(default_factory=dict)  # method name -> list of key=value overrides
     ablation: tuple[str, ...] = ()  # methods of `finetune` that are Table 5 variants: their own matrix parts
     ablation_ipcs: tuple[int, ...] = (10, 50)  # the IPCs they are validated and evaluated at (Table 5's)
+    ablation_guidance: tuple[float, ...] | None = None  # their guidance grid (None: `guidance`)
     ipcs: tuple[int, ...] = (1, 10, 50)
     guidance: tuple[float, ...] = (1.0, 2.0, 4.0)  # the grid each (method, IPC) picks from on validation
     coresets: tuple[str, ...] = ("random", "herding", "kcenter")
@@ -116,7 +117,7 @@ def sample_grid(s: StudySettings, runs: dict[str, str], classes: tuple[str, ...]
 
     sets = {}
     for method, run in runs.items():
-        for g in s.guidance:
+        for g in grid_of(s, method)[0]:
             folder = storage.join(s.out, "sets", method, f"guidance-{g:g}")
             job = SampleJob(run_dir=str(run), out=str(folder), ipc=max(s.ipcs), seed=s.sample_seed,
                             steps=s.sample_steps, guidance=g, classes=classes)
@@ -154,7 +155,7 @@ def choose_guidance(s: StudySettings, sets: dict[tuple[str, float], str], addres
 
     path = storage.join(s.out, "validation.json")
     table = storage.read_json(path)
-    todo = [(f"{m}|{g:g}|{ipc}", folder, ipc) for (m, g), folder in sets.items() for ipc in ipcs_of(s, m)
+    todo = [(f"{m}|{g:g}|{ipc}", folder, ipc) for (m, g), folder in sets.items() for ipc in grid_of(s, m)[1]
             if f"{m}|{g:g}|{ipc}" not in table]
 
     def record(i: int, acc: float) -> None:
@@ -167,16 +168,16 @@ def choose_guidance(s: StudySettings, sets: dict[tuple[str, float], str], addres
     log_minutes(s, "validate guidance", start)
     best = {}
     for (method, g), folder in sets.items():
-        for ipc in ipcs_of(s, method):
+        for ipc in grid_of(s, method)[1]:
             acc = table[f"{method}|{g:g}|{ipc}"]
             if (method, ipc) not in best or acc > best[method, ipc][1]:
                 best[method, ipc] = (g, acc, folder)
     return best
 
 
-def ipcs_of(s: StudySettings, method: str) -> tuple[int, ...]:
-    """The IPCs a generated method is validated and evaluated at: an ablation's are Table 5's."""
-    return s.ablation_ipcs if method in s.ablation else s.ipcs
+def grid_of(s: StudySettings, method: str) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """(guidance scales, IPCs) a generated method is sampled, validated and evaluated at: an ablation's own."""
+    return (s.ablation_guidance or s.guidance, s.ablation_ipcs) if method in s.ablation else (s.guidance, s.ipcs)
 
 
 def select_all(s: StudySettings) -> list[str]:
@@ -191,9 +192,8 @@ def select_all(s: StudySettings) -> list[str]:
 
 
 def evaluate_all(s: StudySettings, best: dict, coresets: list[str], address: str | None):
-    """The matrix: each IPC with each method's chosen set and the coresets, the ablations at theirs, then the
-    full-data bound; each part is kept under <out>/matrix/parts, so a rerun evaluates only the parts not done
-    yet (adding the ablations leaves the others as they are)."""
+    """The matrix: at each IPC the methods' chosen sets and the coresets, the ablations apart, then the full-data
+    bound; each part is kept in <out>/matrix/parts, and a rerun evaluates only the parts not done yet."""
     from rdistill.evaluate.cells import MatrixSpec
     from rdistill.evaluate.matrix import Matrix, aggregate
 

@@ -57,7 +57,8 @@ def test_every_planned_run_is_a_valid_config(tmp_path):
                         "minimax-d": ("off", "minimax", 0.008), "mean-d": ("off", "mean", 0.008),
                         "mean": ("mean", "mean", 0.008),
                         "minimax-ld0.04": ("minimax", "minimax", 0.04), "minimax-ld0.2": ("minimax", "minimax", 0.2)}
-    assert s.ablation_ipcs == (10, 50) and all(c.model.init == s.base.out for c in runs.values())
+    assert s.ablation_ipcs == (10, 50) and s.ablation_guidance == (1, 2, 3)
+    assert all(c.model.init == s.base.out for c in runs.values())
 
 
 @pytest.mark.slow
@@ -88,7 +89,7 @@ def test_fashion_mnist_study_smoke_test(tmp_path, capsys):
     for method in ("dit", "difffit", "minimax", "random", "herding", *ablation):
         assert f"\n{method} " in out
     validation = json.loads((tmp_path / "validation.json").read_text())
-    assert {k for k in validation if k.startswith("mean-d|")} == {"mean-d|4|2"}  # the ablations at their IPCs only
+    assert {k for k in validation if k.startswith("mean-d|")} == {"mean-d|2|2"}  # an ablation: its own grid and IPCs
     assert sorted(p.name for p in (tmp_path / "matrix" / "parts").iterdir()) == [
         "evaluate-ipc-1.pkl", "evaluate-ipc-2-ablation.pkl", "evaluate-ipc-2.pkl"]
 
