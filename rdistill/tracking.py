@@ -73,8 +73,9 @@ def experiment_id(c, name: str) -> str:
 
 
 def params_of(tree: Mapping) -> dict[str, str]:
-    """{"a": {"b": 1}} -> {"a.b": "1"}: a nested config as MLflow params (dotted keys, string values)."""
-    return {k: str(v) for k, v in flatten(tree).items()}
+    """{"a": {"b": 1}} -> {"a.b": "1"}: a nested config as MLflow params (dotted keys, string values); characters
+    MLflow refuses in a key (a set named "minimax[r=mean,d=off]") replaced by "_"."""
+    return {re.sub(r"[^\w\-. /:]", "_", k): str(v) for k, v in flatten(tree).items()}
 
 
 def metric_name(*parts) -> str:

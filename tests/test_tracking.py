@@ -43,6 +43,12 @@ def test_flatten_and_metric_names():
     assert metric_name("convnet-3", "ipc10", "k center?") == "convnet-3/ipc10/k center_"
 
 
+def test_a_set_named_with_brackets_logs_its_params(store):
+    """An ablation's set name ("minimax[r=mean,d=off]", rdistill.generate.sampling.set_method) is a params key."""
+    run = log_run({"surrogates": {"minimax[r=mean,d=off]": {"ipc": 10}}}, {0: {}}, (), "runs", tracking_uri=store)
+    assert client(store).get_run(run).data.params == {"surrogates.minimax_r_mean_d_off_.ipc": "10"}
+
+
 def test_log_run_writes_params_metrics_by_step_artifacts_and_nests_children(store, tmp_path):
     (tmp_path / "note.txt").write_text("hello")
     parent = log_run({"train": {"lr": 0.001}}, {0: {"loss": 2.0}, 5: {"loss": 1.5, "acc": 40.0}},
