@@ -14,7 +14,7 @@ The graph (every stage skips what an earlier submission finished, so a re-submit
    `max_concurrent` phases are in flight, each waiting for the resources it asks;
 3. merge: the phases' shards into one set per method (labels renumbered over all classes);
 4. teacher: the given ResNet-18 state_dict, or one trained on the real train split (`rdistill teacher`);
-5. cells: every (IPC, student, seed) cell, its result kept as JSON (skipped when present); the matrix to MLflow.
+5. cells: every (IPC, student, seed) cell, kept as it finishes (rdistill.evaluate.kept); the matrix to MLflow.
 The MLflow parent run's `stage` tag says where the job stands; every stage prints one line.
 """
 
@@ -176,29 +176,29 @@ def merge_sets(folders, out: str, classes) -> str:
 
 
 def run_cells(job: PhasedJob, surrogate: str, teacher: str):
+    """Every (IPC, student, seed) cell of the merged set, each kept in <out>/cells as it finishes."""
+    from rdistill.data.shards import Manifest
     from rdistill.distributed.tasks import run_calls
-    from rdistill.evaluate.cells import Cell, CellResult, DataSpec, run_cell
+    from rdistill.evaluate.cells import Cell, DataSpec, run_cell
+    from rdistill.evaluate.kept import cell_key, keep_result, load_kept
 
-    data = DataSpec(job.dataset, job.root, job.eval_image_size)
-    folder = storage.join(job.out, "cells")
+    data, folder = DataSpec(job.dataset, job.root, job.eval_image_size), storage.join(job.out, "cells")
     cells = [Cell("minimax", ipc, s, seed, surrogate, job.guidance) for ipc in job.ipcs for s in job.students
              for seed in range(job.seeds)]
-    path = lambda c: storage.join(folder, f"{c.method}-ipc{c.ipc}-{c.student}-seed{c.seed}.json")  # noqa: E731
-    todo = [c for c in cells if not storage.exists(path(c))]
-    say(f"evaluation: {len(cells) - len(todo)} of {len(cells)} cells done before, {len(todo)} to run")
+    fingerprint = Manifest.load(surrogate).fingerprint()
+    keys = {i: cell_key(c, data, "rded", job.student_epochs, teacher, fingerprint) for i, c in enumerate(cells)}
+    results = load_kept(folder, keys)
+    todo = [i for i in range(len(cells)) if i not in results]
+    say(f"evaluation: {len(results)} of {len(cells)} cells done before, {len(todo)} to run")
 
-    def keep(i, r):
-        storage.write_text(path(todo[i]), json.dumps({**asdict(r), "state": None, "cell": asdict(r.cell)}))
+    def finished(j, r):
+        results[todo[j]] = r
+        keep_result(folder, keys[todo[j]], r)
         say(f"cell {r.cell.method} ipc {r.cell.ipc} {r.cell.student} seed {r.cell.seed}: {r.final_acc:.2f}%")
 
-    calls = [((c, data, "rded", job.student_epochs), {"teacher": teacher}) for c in todo]
-    run_calls(run_cell, calls, workers=job.eval_workers, address=job.address, on_result=keep)
-    out = []
-    for c in cells:
-        d = json.loads(storage.read_text(path(c)))
-        out.append(CellResult(Cell(**d["cell"]), d["final_acc"], d["best_acc"], tuple(map(tuple, d["history"])),
-                              d["epochs"], d["seconds"]))
-    return out
+    calls = [((cells[i], data, "rded", job.student_epochs), {"teacher": teacher}) for i in todo]
+    run_calls(run_cell, calls, workers=job.eval_workers, address=job.address, on_result=finished)
+    return [results[i] for i in range(len(cells))]
 
 
 # The job:

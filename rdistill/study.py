@@ -11,8 +11,8 @@
 4. coresets: random / herding / k-center from the target's train split.
 5. the matrix on the real test split: every set at each IPC (small protocol, `seeds` students) and the
    full train split as the upper bound (its own epochs), merged into one Matrix for MLflow.
-Everything lands under `out` and is reused by a rerun: runs resume, complete sets are skipped, the
-validation table is kept in validation.json (entry by entry) and each part of the matrix in matrix/parts.
+Everything lands under `out` and a rerun reuses it: runs resume, complete sets are skipped, validation.json keeps
+the validation table entry by entry, matrix/parts each part of the matrix and matrix/cells each finished cell.
 `out` is a folder or a storage URI (s3://...); in storage, the runs train on Ray Train and are published
 there, a base only this node's disk holds is published under <out>/base first, and MLflow is a server.
 """
@@ -217,8 +217,8 @@ def evaluate_all(s: StudySettings, best: dict, coresets: list[str], address: str
 
 
 def evaluate_part(s: StudySettings, name: str, spec, address: str | None):
-    """One part of the matrix, evaluated once: kept as <out>/matrix/parts/<name>.pkl with its spec, and
-    reused while the spec is the same."""
+    """One part of the matrix, evaluated once: kept as <out>/matrix/parts/<name>.pkl with its spec, and reused
+    while the spec is the same; each finished cell is kept in <out>/matrix/cells, so a stopped part loses none."""
     import pickle
 
     from rdistill.evaluate.matrix import evaluate_matrix
@@ -230,7 +230,7 @@ def evaluate_part(s: StudySettings, name: str, spec, address: str | None):
             print(f"[study] {name}: kept in {path}")
             return kept
     start = time.perf_counter()
-    matrix = evaluate_matrix(spec, workers=s.workers, address=address)
+    matrix = evaluate_matrix(spec, workers=s.workers, address=address, keep=storage.join(s.out, "matrix", "cells"))
     storage.write_bytes(path, pickle.dumps(matrix))
     log_minutes(s, name, start)
     return matrix

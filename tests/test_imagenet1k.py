@@ -1,6 +1,7 @@
 """experiments/imagenet1k.py: the whole graph on a synthetic ImageNet-shaped tree (--smoke-test), resumed."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,8 +41,9 @@ def test_smoke_test_runs_the_whole_graph_and_a_resubmission_skips_finished_work(
     assert "2 phases of 4 classes; the last holds 2" in p.stdout
     merged = Manifest.load(tmp_path / "sets" / "minimax-ipc2")
     assert len(merged.classes) == 6 and set(merged.counts.values()) == {2} and len(merged.shards) == 6
-    assert sorted(f.name for f in (tmp_path / "cells").iterdir()) == [
-        "minimax-ipc1-resnet-18-seed0.json", "minimax-ipc2-resnet-18-seed0.json"]
+    kept = sorted(f.name for f in (tmp_path / "cells").iterdir())
+    assert [re.fullmatch(r"(minimax-ipc\d-resnet-18-seed0)-[0-9a-f]{12}\.pkl", k)[1] for k in kept] == [
+        "minimax-ipc1-resnet-18-seed0", "minimax-ipc2-resnet-18-seed0"]
     assert not any((tmp_path / "phases").glob("*/latents"))  # latents live in the shared store only
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     exp = client.get_experiment_by_name("imagenet1k").experiment_id

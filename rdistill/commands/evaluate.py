@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rdistill import storage
 from rdistill.commands import checks
 from rdistill.commands.ray_args import add_ray_args, task_request
 
@@ -35,7 +36,8 @@ def register(sub) -> None:
     p.add_argument("--max-memory", type=float, default=None, metavar="GB",
                    help="memory one cell may take, checked before any work (default: available RAM / workers)")
     p.add_argument("--out", default="runs/evaluate",
-                   help="output folder or storage URI (s3://...): matrix, plots (and the local MLflow store)")
+                   help="output folder or storage URI (s3://...): matrix, plots (and the local MLflow store); each "
+                        "finished cell is kept in <out>/cells, and a rerun runs only the cells not kept there")
     p.add_argument("--tracking-uri", default=None, help="an MLflow tracking server (default: SQLite in --out)")
     p.add_argument("--experiment", default="rdistill", help="MLflow experiment name (default rdistill)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -69,7 +71,7 @@ def run_evaluate(args) -> None:
                       image_size=args.image_size, max_memory=args.max_memory or default_max_memory(args.workers, args.address))
     uri = mlflow_uri(args.out, args.tracking_uri)  # before any work: a storage --out needs a server
     matrix = evaluate_matrix(spec, workers=args.workers, progress=not args.no_progress, address=args.address,
-                             options=task_request(args))
+                             options=task_request(args), keep=storage.join(args.out, "cells"))
     print(matrix.as_table())
     run_id = log_matrix(matrix, experiment=args.experiment, tracking_uri=uri, out_dir=args.out)
     print(f"{args.out}: matrix.csv, matrix.md, plots/; MLflow run {run_id} ({matrix.seconds / 60:.1f} min)")

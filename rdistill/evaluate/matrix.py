@@ -3,6 +3,7 @@ tests it on the real test split (rdistill.evaluate.cells); a row is a (method, I
 
     spec = MatrixSpec(surrogates=("sets/random", "sets/herding"), dataset="digits", ipcs=(1, 10, 50), full=True)
     matrix = evaluate_matrix(spec, workers=2)  # one Ray task per cell; workers=0 runs them in this process
+    matrix = evaluate_matrix(spec, workers=2, keep="runs/cells")  # each finished cell kept: a rerun resumes
     print(matrix.as_table())
 
 Two accuracies (top-1 %), labelled everywhere: `final`, after the last epoch, and `best`, the maximum over
@@ -24,7 +25,6 @@ from rdistill.evaluate.cells import (FULL, Cell, CellResult, DataSpec, MatrixSpe
                                      load_manifests, plan_cells, run_cell)
 from rdistill.evaluate.features import Features, compute_features
 from rdistill.evaluate.protocols import get_protocol
-
 
 
 @dataclass(frozen=True)
@@ -132,9 +132,11 @@ class Matrix:
 
 
 def evaluate_matrix(spec: MatrixSpec, workers: int = 0, progress: bool = True, address: str | None = None,
-                    options: dict | None = None) -> Matrix:
-    """Check the inputs, run every cell (Ray tasks when workers > 0), then the features and MMD."""
+                    options: dict | None = None, keep: str | None = None) -> Matrix:
+    """Check the inputs, run every cell (Ray tasks when workers > 0), then the features and MMD. With `keep`
+    (a folder or storage URI), each finished cell is kept there and a rerun runs only the cells not kept."""
     from rdistill.distributed.tasks import run_calls
+    from rdistill.evaluate.kept import cell_key, keep_result, load_kept
 
     # Checks, before any work:
     protocol = get_protocol(spec.protocol, spec.epochs)
@@ -143,15 +145,29 @@ def evaluate_matrix(spec: MatrixSpec, workers: int = 0, progress: bool = True, a
     check_inputs(spec, load_data(data), manifests, protocol)
     cells = plan_cells(manifests, spec.ipcs, spec.students, spec.seeds, spec.full)
 
-    # The cells; the full reference of the first student (seed 0) becomes the feature network:
+    # The cells not kept before; the full reference of the first student (seed 0) becomes the feature network:
     start = time.perf_counter()
-    keep = Cell(FULL, None, spec.students[0], 0, FULL) if spec.full else None
+    keys = {i: cell_key(c, data, spec.protocol, spec.epochs, spec.teacher,
+                        FULL if c.surrogate == FULL else manifests[c.surrogate].fingerprint())
+            for i, c in enumerate(cells)} if keep else {}
+    results = load_kept(keep, keys) if keep else {}
+    todo = [i for i in range(len(cells)) if i not in results]
+    if results:
+        print(f"evaluate: {len(results)} of {len(cells)} cells kept in {keep}, {len(todo)} to run")
+    keeper = Cell(FULL, None, spec.students[0], 0, FULL) if spec.full else None
     kw = dict(teacher=spec.teacher, device=spec.device)
-    calls = [((c, data, spec.protocol, spec.epochs), dict(kw, keep_model=c == keep)) for c in cells]
-    with tqdm(total=len(calls), desc="evaluate", unit="cell", disable=not progress) as bar:
-        results = run_calls(run_cell, calls, workers=workers, address=address, on_result=lambda i, r: bar.update(),
-                            options=options)
-    state = next((r.state for r in results if r.cell == keep), None)
+    calls = [((cells[i], data, spec.protocol, spec.epochs), dict(kw, keep_model=cells[i] == keeper)) for i in todo]
+
+    def finished(j: int, r) -> None:
+        results[todo[j]] = r
+        if keep:
+            keep_result(keep, keys[todo[j]], r)
+        bar.update()
+
+    with tqdm(total=len(cells), initial=len(results), desc="evaluate", unit="cell", disable=not progress) as bar:
+        run_calls(run_cell, calls, workers=workers, address=address, on_result=finished, options=options)
+    results = [results[i] for i in range(len(cells))]
+    state = next((r.state for r in results if r.cell == keeper), None)
 
     # Features and MMD, one task:
     sets = list(dict.fromkeys((c.method, c.ipc, c.surrogate) for c in cells if c.method != FULL))

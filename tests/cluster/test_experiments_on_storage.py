@@ -110,6 +110,7 @@ def test_the_digits_study_runs_in_s3_and_logs_to_the_mlflow_server(cluster, s3, 
         assert f"{folder}/_manifest.json" in files
     assert len(json.loads(storage.read_text(storage.join(out, "validation.json")))) == 3 * 2 * 2
     assert {"matrix/matrix.md", "matrix/parts/evaluate-ipc-1.pkl", "matrix/parts/evaluate-full.pkl"} <= files
+    assert any(f.startswith("matrix/cells/full-all-convnet-3-seed0-") for f in files)  # each cell kept in S3
     client = MlflowClient(tracking_uri=mlflow_url)
     runs = client.search_runs([client.get_experiment_by_name("digits-study").experiment_id])
     parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
