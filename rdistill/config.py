@@ -71,6 +71,7 @@ class TrainConfig:
     lambda_r: float = 0.002  # Sec. 4.1
     lambda_d: float = 0.008  # Sec. 4.1
     memory_size: int = 64  # N_M, Fig. 6d
+    centred: bool = False  # not the paper's: the criteria's cosines on latents minus the training set's mean latent
     epochs: int = 8  # reference: 8 epochs over the subset
     max_steps: int | None = None  # stop early (smoke tests); None: epochs decide
     batch_size: int = 8  # global batch of the reference

@@ -51,12 +51,14 @@ def test_every_planned_run_is_a_valid_config(tmp_path):
     s, runs = planned_runs("digits", tmp_path)
     assert {m: c.train.method for m, c in runs.items()} == {"difffit": "difffit", "minimax": "minimax"}
     s, runs = planned_runs("fashion_mnist", tmp_path)
-    criteria = {m: (c.train.representativeness, c.train.diversity, c.train.lambda_d)
+    criteria = {m: (c.train.representativeness, c.train.diversity, c.train.lambda_d, c.train.centred)
                 for m, c in runs.items() if m in s.ablation}
-    assert criteria == {"minimax-r": ("minimax", "off", 0.008), "mean-r": ("mean", "off", 0.008),
-                        "minimax-d": ("off", "minimax", 0.008), "mean-d": ("off", "mean", 0.008),
-                        "mean": ("mean", "mean", 0.008),
-                        "minimax-ld0.04": ("minimax", "minimax", 0.04), "minimax-ld0.2": ("minimax", "minimax", 0.2)}
+    assert criteria == {"minimax-r": ("minimax", "off", 0.008, False), "mean-r": ("mean", "off", 0.008, False),
+                        "minimax-d": ("off", "minimax", 0.008, False), "mean-d": ("off", "mean", 0.008, False),
+                        "mean": ("mean", "mean", 0.008, False),
+                        "minimax-ld0.04": ("minimax", "minimax", 0.04, False),
+                        "minimax-ld0.2": ("minimax", "minimax", 0.2, False),
+                        "minimax-centred": ("minimax", "minimax", 0.008, True)}
     assert s.ablation_ipcs == (10, 50) and s.ablation_guidance == (1, 2, 3)
     assert all(c.model.init == s.base.out for c in runs.values())
 
@@ -85,13 +87,15 @@ def test_fashion_mnist_study_smoke_test(tmp_path, capsys):
     out = study_smoke_test("fashion_mnist", tmp_path, capsys, "--ablation")
     assert "dataset fashion-mnist[Coat,Shirt], protocol small" in out
     ablation = ("minimax[d=off]", "minimax[r=mean,d=off]", "minimax[r=off]", "minimax[r=off,d=mean]",
-                "minimax[r=mean,d=mean]", "minimax[ld=0.04]", "minimax[ld=0.2]")  # the sets' names of the runs
+                "minimax[r=mean,d=mean]", "minimax[ld=0.04]", "minimax[ld=0.2]", "minimax[centred]")  # the sets' names
     for method in ("dit", "difffit", "minimax", "random", "herding", *ablation):
         assert f"\n{method} " in out
     validation = json.loads((tmp_path / "validation.json").read_text())
     assert {k for k in validation if k.startswith("mean-d|")} == {"mean-d|2|2"}  # an ablation: its own grid and IPCs
     assert sorted(p.name for p in (tmp_path / "matrix" / "parts").iterdir()) == [
         "evaluate-ipc-1.pkl", "evaluate-ipc-2-ablation.pkl", "evaluate-ipc-2.pkl"]
+    cells = [p.name for p in (tmp_path / "matrix" / "cells").iterdir()]  # each student kept as it finished
+    assert len(cells) == 2 * 5 + 8 and any(c.startswith("minimax_centred_-ipc2-convnet-3-seed0-") for c in cells)
 
 
 @pytest.mark.parametrize("change, message", [(dict(ablation=("minimax-x",)), "ablation methods ['minimax-x'] are not"),

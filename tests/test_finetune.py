@@ -120,3 +120,28 @@ def test_each_epoch_is_shuffled_once(monkeypatch):
     for step in range(10):  # two epochs of five steps
         batch_indices(0, step, steps_per_epoch=5, n=42, batch=8)
     assert len(calls) == 2
+
+
+def test_centred_criteria_fine_tune_and_resume_to_the_same_run(base_run, tmp_path):
+    """train.centred: the centre (the mean training latent) is drawn the same way on a resume."""
+    keys = ["train.max_steps=6", "train.centred=true"]
+    whole = train(finetune_cfg(base_run, tmp_path / "whole", *keys), progress=False)
+    train(finetune_cfg(base_run, tmp_path / "parts", *keys), progress=False,
+          callbacks=Callbacks(should_stop=lambda step: step == 3))
+    resumed = train(finetune_cfg(base_run, tmp_path / "parts", *keys), progress=False)
+    raw = train(finetune_cfg(base_run, tmp_path / "raw", "train.max_steps=6"), progress=False)
+    a, b, c = (weights(r, "memory") for r in (whole, resumed, raw))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # the memories hold centred rows
+
+
+def test_mean_latent_is_the_mean_of_the_drawn_training_latents():
+    from rdistill.generate.finetune import mean_latent
+
+    class Latents:  # latent i is the constant i, shape (1, 2, 2)
+        def batch(self, idx, g):
+            return idx.float()[:, None, None, None].expand(-1, 1, 2, 2), idx
+
+    assert torch.allclose(mean_latent(Latents(), 10, seed=0), torch.full((4,), 4.5))  # all ten: 0..9
+    few = mean_latent(Latents(), 1000, seed=0, limit=8, chunk=3)
+    assert few.shape == (4,) and torch.equal(few, mean_latent(Latents(), 1000, seed=0, limit=8, chunk=5))

@@ -160,3 +160,30 @@ def test_a_checkpoint_from_before_ring_buffers_is_normalised_on_load():
     again = MinimaxMemory(size=2, dim=2)
     again.load_state_dict(memory.state_dict())  # the new format: rows as held, bit for bit
     assert torch.equal(again.real[0].items, memory.real[0].items)
+
+
+@pytest.mark.parametrize("rep, div", [("minimax", "minimax"), ("mean", "mean")])
+def test_centred_criteria_are_the_papers_on_vectors_minus_the_centre(rep, div):
+    g = torch.Generator().manual_seed(1)
+    centre = torch.randn(6, generator=g)
+    centred, shifted = MinimaxMemory(4, 6, rep, div, centre=centre), MinimaxMemory(4, 6, rep, div)
+    for _ in range(2):
+        z, x, y = torch.randn(6, 6, generator=g), torch.randn(6, 6, generator=g), torch.tensor([0, 1, 2] * 2)
+        centred.update(x, z, y)
+        shifted.update(x - centre, z - centre, y)
+    x0, z0, labels = torch.randn(5, 6, generator=g), torch.randn(5, 6, generator=g), torch.tensor([2, 0, 2, 1, 0])
+    got, want = centred.criteria(x0, z0, labels), shifted.criteria(x0 - centre, z0 - centre, labels)
+    assert torch.allclose(got.pos, want.pos, atol=1e-6) and torch.allclose(got.neg, want.neg, atol=1e-6)
+
+
+def test_centring_removes_what_every_image_shares():
+    """Two different garments on one large shared background: nearly the same direction raw, unrelated centred."""
+    background = torch.tensor([10.0, 10.0, 0.0, 0.0])
+    a, b = background + torch.tensor([0.0, 0.0, 1.0, 0.0]), background + torch.tensor([0.0, 0.0, 0.0, 1.0])
+    raw, centred = MinimaxMemory(4, 4), MinimaxMemory(4, 4, centre=background)
+    for m in (raw, centred):
+        m.update(a[None], a[None], torch.tensor([0]))
+    assert raw.criteria(b[None], b[None], torch.tensor([0])).neg.item() > 0.99
+    assert centred.criteria(b[None], b[None], torch.tensor([0])).neg.item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match=r"centre has shape \(3,\); expected \(4,\)"):
+        MinimaxMemory(4, 4, centre=torch.zeros(3))

@@ -169,7 +169,9 @@ def test_cli_sample_and_export(run_dir, tmp_path, capsys):
     (["train.method=minimax", "train.diversity=off", "train.lambda_d=0.04"], "minimax[d=off]"),  # its weight: off too
     (["train.method=minimax", "train.representativeness=mean", "train.diversity=off", "train.memory_size=8"],
      "minimax[r=mean,d=off]"),  # the mean of the batch reads no memory
-    (["train.method=minimax", "train.lambda_r=0.01", "train.memory_size=128"], "minimax[lr=0.01,nm=128]")])
+    (["train.method=minimax", "train.lambda_r=0.01", "train.memory_size=128"], "minimax[lr=0.01,nm=128]"),
+    (["train.method=minimax", "train.centred=true", "train.diversity=mean"], "minimax[d=mean,centred]"),
+    (["train.method=difffit", "train.centred=true"], "difffit")])
 def test_a_sets_method_names_what_differs_from_the_papers_criteria(keys, name):
     from rdistill.config import load_config
     from rdistill.generate.sampling import set_method

@@ -90,7 +90,8 @@ def train(cfg: RunConfig, *, callbacks: Callbacks = Callbacks(), world: World = 
     params = trainable_parameters(dit)
     opt = torch.optim.AdamW(params.values(), lr=t.lr, weight_decay=t.weight_decay)
     ema = {k: p.detach().clone().float() for k, p in params.items()}  # initialised from the base
-    memory = MinimaxMemory(t.memory_size, math.prod(z_shape), rep=t.representativeness, div=t.diversity)
+    centre = mean_latent(latents, N, t.seed) if t.centred and t.method == "minimax" else None
+    memory = MinimaxMemory(t.memory_size, math.prod(z_shape), rep=t.representativeness, div=t.diversity, centre=centre)
     start = resume_or_start(cfg, run_dir, meta, dit, opt, ema, memory, device, world.rank)
     model_fn = dit_callable(world.wrap(dit), compile=t.compile)
     schedule = schedule_on(linear_schedule(), device)  # indexed by device timesteps: no copy per step
@@ -177,6 +178,14 @@ def batch_indices(seed: int, step: int, steps_per_epoch: int, n: int, batch: int
 def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
     """The data order of an epoch, drawn once per epoch (callers slice it, never write to it)."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(derive(seed, STREAM_SHUFFLE, epoch)))
+
+
+def mean_latent(latents, n: int, seed: int, limit: int = 4096, chunk: int = 256) -> torch.Tensor:
+    """The mean of up to `limit` training latents (a fixed draw of the seed), flattened (D,): train.centred's centre."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(n, generator=g)[:limit]
+    total = sum(latents.batch(part, g)[0].double().sum(0) for part in idx.split(chunk))
+    return (total / len(idx)).flatten().float()
 
 
 def latent_source(cfg: RunConfig, dataset: Dataset, hflip: bool, run_dir: Path, progress: bool, codec=None):

@@ -11,6 +11,10 @@ the labels on the host: a step never waits for the device.
 
 The Table 5 ablations replace min/max by the cosine to a mean ("without minimax", Eq. 2): the mean of
 the class's real latents in the batch for representativeness, the mean of D_c for diversity.
+
+Not in the paper: with a `centre` (the training set's mean latent, train.centred), every vector has it
+subtracted before its cosine. What all images share (in pixels, a black background) then no longer makes
+any two of them similar, so the criteria measure how images differ, not how much ink they hold.
 """
 
 from __future__ import annotations
@@ -137,11 +141,15 @@ class MinimaxMemory:
 
     FORMAT = 2  # checkpoints since ring buffers: minimax memories are stored normalised
 
-    def __init__(self, size: int, dim: int, rep: str = "minimax", div: str = "minimax"):
+    def __init__(self, size: int, dim: int, rep: str = "minimax", div: str = "minimax",
+                 centre: torch.Tensor | None = None):
         for name, mode in (("representativeness", rep), ("diversity", div)):
             if mode not in MODES:
                 raise ValueError(f"unknown {name} mode {mode!r}; expected one of {MODES}")
+        if centre is not None and centre.shape != (dim,):
+            raise ValueError(f"the criteria's centre has shape {tuple(centre.shape)}; expected ({dim},)")
         self.size, self.dim, self.rep, self.div = size, dim, rep, div
+        self.centre = centre  # (D,) subtracted from every vector before its cosine; None: the paper's vectors
         self.real: dict[int, FifoMemory] = {}
         self.pred: dict[int, FifoMemory] = {}
 
@@ -158,7 +166,7 @@ class MinimaxMemory:
         pos, neg = x0.new_zeros(()), x0.new_zeros(())
         if self.rep == "off" and self.div == "off":
             return CriteriaTerms(pos, neg)
-        order = order.to(x0.device)
+        order, (x0, z0) = order.to(x0.device), self.centred(x0, z0)
         x0s = x0[order]  # (N, D), grouped by class
         x0n = F.normalize(x0s, dim=1)  # normalised once for every class
         near, far = [], []  # per class: the least similar real row (Eq. 3), the most similar prediction (Eq. 4)
@@ -181,11 +189,17 @@ class MinimaxMemory:
         n = len(groups)
         return CriteriaTerms(pos=pos / n, neg=neg / n)
 
+    def centred(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Each (N, D) minus the centre (as it is without one)."""
+        if self.centre is None:
+            return xs
+        return tuple(x - self.centre.to(x) for x in xs)
+
     def update(self, x0: torch.Tensor, z0: torch.Tensor, labels: torch.Tensor) -> None:
         """Enqueue this step's real latents and predictions, class by class (after the loss); CPU labels."""
         order, groups = class_groups(labels)
-        order = order.to(x0.device)
-        x0s, z0s = x0.detach()[order].float(), z0.detach()[order].float()  # (N, D) grouped by class
+        order, (x0, z0) = order.to(x0.device), self.centred(x0.detach(), z0.detach())
+        x0s, z0s = x0[order].float(), z0[order].float()  # (N, D) grouped by class
         x0n, z0n = F.normalize(x0s, dim=1), F.normalize(z0s, dim=1)  # once for the batch
         for c, a, b in groups:
             real, pred = self._memory("real", c), self._memory("pred", c)

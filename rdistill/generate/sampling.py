@@ -219,8 +219,8 @@ def build_manifest(job: SampleJob, meta: RunMeta, ckpt: Path, run_dir: str | Non
 
 def set_method(run_cfg) -> str:
     """The set's method name: the run's (dit, difffit, minimax), with what differs from the paper's criteria
-    marked: their forms (the Table 5 ablations) and the weights of those on, e.g. "minimax[r=mean,d=off]",
-    "minimax[ld=0.04]". Sets of different criteria never share a row of a matrix."""
+    marked: their forms (the Table 5 ablations), the weights of those on and centring, e.g. "minimax[r=mean,d=off]",
+    "minimax[ld=0.04]", "minimax[centred]". Sets of different criteria never share a row of a matrix."""
     t, paper, name = run_cfg.train, TrainConfig(), RUN_METHODS[run_cfg.train.method]
     if name != "minimax":
         return name
@@ -228,6 +228,7 @@ def set_method(run_cfg) -> str:
     weights = {"lr": ("lambda_r", t.representativeness != "off"), "ld": ("lambda_d", t.diversity != "off"),
                "nm": ("memory_size", t.representativeness == "minimax" or t.diversity != "off")}  # what reads N_M
     changed += [f"{k}={getattr(t, f):g}" for k, (f, on) in weights.items() if on and getattr(t, f) != getattr(paper, f)]
+    changed += ["centred"] if t.centred and (t.representativeness != "off" or t.diversity != "off") else []
     return f"{name}[{','.join(changed)}]" if changed else name
 
 
