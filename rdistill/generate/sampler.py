@@ -9,7 +9,7 @@ variance interpolation v in [-1, 1].
 Determinism: image `index` of class `label` draws all of its noise from its own CPU torch.Generator seeded
 with `image_seed(seed, label, index)`: first the initial latent, then one tensor per step. Its noise
 therefore never depends on the batch it is in, its position there, the device or the worker. (The model's
-own arithmetic might: CPU matrix kernels round products of fewer than 4 rows differently, ~1e-6 per
+own arithmetic might: CPU matrix kernels round products of a few rows differently, ~1e-6 per
 forward; DiTCall's `fast_forward_` pads those, so a DiT's images do not depend on their batch either.)
 """
 

@@ -164,11 +164,12 @@ def autocast(device: torch.device, precision: str):
 # calls per forward where rdistill's tied embedder needs one. `fast_forward_` memoises each embedder for the
 # duration of one forward of its DiT (the memo is dropped when the forward ends, so no graph or stale value
 # outlives it). It also makes every row of the output independent of how many rows share the batch: CPU
-# matrix kernels round a product of fewer than 4 rows (and a 1-image convolution) differently from larger
-# ones (measured, torch 2.14 CPU), so those few-row calls are padded to 4 rows. With it, an image sampled
-# alone or in any batch is bit-identical (see rdistill.generate.sampler), and no image has to be padded.
+# matrix kernels round a product of a few rows (and a few-image convolution) differently from larger ones
+# (measured, torch 2.14 CPU: fewer than 4 rows on earlier machines, fewer than 8 on an AVX-512/AMX Xeon), so
+# those few-row calls are padded to MIN_ROWS. With it, an image sampled alone or in any batch is bit-identical
+# (see rdistill.generate.sampler), and no image has to be padded.
 
-MIN_ROWS = 4  # fewest rows whose CPU matrix product rounds like any larger batch's (measured, torch 2.14)
+MIN_ROWS = 8  # fewest rows whose CPU product rounds like any larger batch's, on every CPU measured
 
 
 class _MemoEmbeddings(CombinedTimestepLabelEmbeddings):
