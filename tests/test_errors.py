@@ -295,6 +295,19 @@ ray.shutdown()
     assert hosts <= {"127.0.0.1", "[::ffff:127.0.0.1]", "[::1]"}, listeners
 
 
+def test_a_local_rays_workers_run_at_the_drivers_priority():
+    code = """
+import os
+from rdistill.distributed.cluster import connect
+ray = connect(num_cpus=1)
+print(ray.get(ray.remote(lambda: os.nice(0)).remote()))
+ray.shutdown()
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env(), timeout=180)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.split()[-1]) == os.nice(0)  # not Ray's 15
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupted_sample_keeps_its_shards_and_exits_128_plus_the_signal(run_dir, tmp_path, sig, code):
     from rdistill.data.shards import Manifest
