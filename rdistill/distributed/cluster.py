@@ -16,8 +16,9 @@ RAY_ENV_DEFAULTS = {
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",  # each ray.train.report blocks ~2 s otherwise
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "RAY_task_oom_retries": "1",  # Ray's default (-1) re-runs a task its memory monitor killed, forever
-    # Ray starts workers at nice 15: beside any nice-0 work a study's tasks got ~3 % of a core (docs/results.md
-    # section 9). A local Ray's workers are the job; `ray job submit` sets 0 for its drivers the same way.
+    # Ray adds this to the raylet's niceness (for a local Ray, the driver's) and defaults to 15: beside any nice-0
+    # work a study's tasks got ~3 % of a core (docs/results.md section 9). A local Ray's workers are the job;
+    # `ray job submit` sets 0 for its drivers the same way.
     "RAY_worker_niceness": "0",
 }
 # A local Ray on loopback only. Ray 2.60 resolves even _node_ip_address="127.0.0.1" to the outbound address
