@@ -22,7 +22,8 @@ def build_parser(plan: dict, doc: str) -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="Ray cluster ('auto', ray://host:port); default: a local Ray")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow server (default: $MLFLOW_TRACKING_URI, else SQLite in --out; a storage --out needs one)")
-    p.add_argument("--workers", type=int, default=None, help="Ray tasks for the matrix (0: this process)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="Ray tasks at once: fine-tunes, students, cells (0: this process)")
     p.add_argument("--smoke-test", action="store_true", help="every stage, tiny, in --out")
     return p
 
