@@ -38,8 +38,8 @@ def validate(s: StudySettings, folder: str, ipc: int, seed: int = 0) -> float:
     protocol = get_protocol("small", s.val_epochs)
     spec = DataSpec(s.target)
     x, y = train_tensors(spec, str(folder), ipc)
-    carve = validation_split(load_data(spec), s.val_fraction).test
     data = load_data(spec)
+    carve = validation_split(data, s.val_fraction).test
     epochs = epochs_for(protocol, ipc)
     r = train_and_test(protocol.students[0], protocol, x, y, carve.images(range(len(carve))), carve.labels,
                        num_classes=data.num_classes, seed=seed, device=resolve_device("auto"),
