@@ -53,6 +53,9 @@ CENTRED = ["train.method=minimax", "train.centred=true", *PAPER]
 ABLATION |= {"mean-centred": [*CENTRED, "train.representativeness=mean", "train.diversity=mean"],
              "mean-d-centred": [*CENTRED, "train.representativeness=off", "train.diversity=mean"],
              "minimax-d-centred": [*CENTRED, "train.representativeness=off"]}
+# ... and its L_r-alone rows centred, to complete it: centred, does L_r do anything on its own?
+ABLATION |= {"minimax-r-centred": [*CENTRED, "train.diversity=off"],
+             "mean-r-centred": [*CENTRED, "train.representativeness=mean", "train.diversity=off"]}
 # The full-data reference is the fidelity judge: ConvNet-3 trained 3 epochs on all 24,000 real training images
 # (82.1 % on the test split), one seed. A bound at the protocol's 300 epochs x 3 seeds would take ~20 h on the
 # 2 cores; `full_epochs=N` adds it to the matrix (N=5: ~20 min more).

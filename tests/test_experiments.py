@@ -61,7 +61,9 @@ def test_every_planned_run_is_a_valid_config(tmp_path):
                         "minimax-centred": ("minimax", "minimax", 0.008, True),
                         "minimax-centred-ld0.04": ("minimax", "minimax", 0.04, True),
                         "mean-centred": ("mean", "mean", 0.008, True), "mean-d-centred": ("off", "mean", 0.008, True),
-                        "minimax-d-centred": ("off", "minimax", 0.008, True)}
+                        "minimax-d-centred": ("off", "minimax", 0.008, True),
+                        "minimax-r-centred": ("minimax", "off", 0.008, True),
+                        "mean-r-centred": ("mean", "off", 0.008, True)}
     assert s.ablation_ipcs == (10, 50) and s.ablation_guidance == (1, 2, 3)
     assert all(c.model.init == s.base.out for c in runs.values())
 
@@ -92,7 +94,7 @@ def test_fashion_mnist_study_smoke_test(tmp_path, capsys):
     ablation = ("minimax[d=off]", "minimax[r=mean,d=off]", "minimax[r=off]", "minimax[r=off,d=mean]",
                 "minimax[r=mean,d=mean]", "minimax[ld=0.04]", "minimax[ld=0.2]", "minimax[centred]",
                 "minimax[ld=0.04,centred]", "minimax[r=mean,d=mean,centred]", "minimax[r=off,d=mean,centred]",
-                "minimax[r=off,centred]")  # the sets' names
+                "minimax[r=off,centred]", "minimax[d=off,centred]", "minimax[r=mean,d=off,centred]")  # the sets' names
     for method in ("dit", "difffit", "minimax", "random", "herding", *ablation):
         assert f"\n{method} " in out
     validation = json.loads((tmp_path / "validation.json").read_text())
@@ -100,7 +102,7 @@ def test_fashion_mnist_study_smoke_test(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "matrix" / "parts").iterdir()) == [
         "evaluate-ipc-1.pkl", "evaluate-ipc-2-ablation.pkl", "evaluate-ipc-2.pkl"]
     cells = [p.name for p in (tmp_path / "matrix" / "cells").iterdir()]  # each student kept as it finished
-    assert len(cells) == 2 * 5 + 12 and any(c.startswith("minimax_centred_-ipc2-convnet-3-seed0-") for c in cells)
+    assert len(cells) == 2 * 5 + 14 and any(c.startswith("minimax_centred_-ipc2-convnet-3-seed0-") for c in cells)
 
 
 @pytest.mark.parametrize("change, message", [(dict(ablation=("minimax-x",)), "ablation methods ['minimax-x'] are not"),
