@@ -127,7 +127,9 @@ def matrix_config(matrix) -> dict:
     for folder in spec.surrogates:
         m = Manifest.load(folder)
         where = folder if storage.is_uri(folder) else str(Path(folder).resolve())
-        sets[m.method] = {"folder": where, "ipc": m.ipc, "source": m.source}
+        entry = sets.setdefault(m.method, {"folder": where, "ipc": m.ipc, "source": m.source})
+        if entry["folder"] != where:  # the method's other sets: its draws, or other IPCs
+            entry.setdefault("folders", [entry["folder"]]).append(where)
     return {"evaluate": asdict(spec), "protocol": asdict(get_protocol(spec.protocol, spec.epochs)),
             "surrogates": sets, "feature_network": matrix.feature_network}
 
@@ -143,6 +145,9 @@ def matrix_metrics(matrix) -> dict[str, float]:
         k = row_key(r)
         out.update({f"acc/{k}/final_mean": r.final_mean, f"acc/{k}/final_std": r.final_std,
                     f"acc/{k}/best_mean": r.best_mean, f"acc/{k}/best_std": r.best_std})
+        if r.draws > 1:
+            out.update({f"acc/{k}/draws": r.draws, f"acc/{k}/final_draw_std": r.final_draw_std,
+                        f"acc/{k}/best_draw_std": r.best_draw_std})
         for what in ("final", "best"):
             for rel in ("vs_random", "gap_full"):
                 v = getattr(r, f"{what}_{rel}")
@@ -183,12 +188,16 @@ def log_matrix(matrix, config: Mapping | None = None, artifacts: Sequence = (), 
             storage.upload_dir(tmp, out_dir)
         parent = log_run(config, {0: matrix_metrics(matrix)}, files + list(artifacts), experiment,
                          tracking_uri=tracking_uri, name=name)
+    draws: dict[tuple, list] = {}  # (method, ipc) -> its sets, in order: more than one are its draws
     for r in matrix.results:
-        c = r.cell
+        sets = draws.setdefault((r.cell.method, r.cell.ipc), [])
+        sets += [] if r.cell.surrogate in sets else [r.cell.surrogate]
+    for r in matrix.results:
+        c, sets = r.cell, draws[r.cell.method, r.cell.ipc]
         steps = {0: {"final_acc": r.final_acc, "best_acc": r.best_acc, "seconds": r.seconds}}
         for epoch, acc in r.history:
             steps.setdefault(epoch, {})["test_acc"] = acc
         what = c.method if c.ipc is None else f"{c.method} ipc{c.ipc}"
         log_run({**asdict(c), "epochs": r.epochs}, steps, (), experiment, parent, tracking_uri=tracking_uri,
-                name=f"{what} {c.student} seed{c.seed}")
+                name=f"{what} {c.student} seed{c.seed}" + (f" draw{sets.index(c.surrogate)}" if len(sets) > 1 else ""))
     return parent

@@ -89,3 +89,19 @@ def test_log_matrix_is_a_parent_run_with_a_child_per_cell(store, random_set):
     assert child.data.params["seed"] == "1" and child.data.params["surrogate"] == random_set
     assert child.data.metrics["final_acc"] == 60.0 and child.data.metrics["best_acc"] == 70.0
     assert [(h.step, h.value) for h in c.get_metric_history(child.info.run_id, "test_acc")] == [(1, 30.0), (2, 70.0)]
+
+
+def test_the_draws_of_a_set_are_children_named_by_draw_and_its_row_has_their_spread(store, random_set, tmp_path):
+    again = str(tmp_path / "random-seed1")  # only its name matters here: the sample grid shows the first draw
+    cells = [Cell("random", 2, "convnet-3", s, f) for f in (random_set, again) for s in (0, 1)]
+    results = [CellResult(c, acc, acc, ((1, acc),), 1, 1.0) for c, acc in zip(cells, (50.0, 52.0, 60.0, 62.0))]
+    parent = log_matrix(Matrix(tuple(aggregate(results)), tuple(results)), {"evaluate": {"dataset": "digits"}},
+                        experiment="draws", tracking_uri=store)
+
+    c = client(store)
+    run = c.get_run(parent)
+    assert run.data.metrics["acc/convnet-3/ipc2/random/draws"] == 2
+    assert run.data.metrics["acc/convnet-3/ipc2/random/final_draw_std"] == 5.0
+    children = c.search_runs([run.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent}'")
+    assert sorted(r.info.run_name for r in children) == sorted(f"random ipc2 convnet-3 seed{s} draw{d}"
+                                                                for d in (0, 1) for s in (0, 1))

@@ -13,7 +13,8 @@ def register(sub) -> None:
                                    "test split; print the matrix (mean ± std over seeds, final and best accuracy) "
                                    "and log it to MLflow: a parent run with a child run per cell.")
     p.add_argument("--surrogate", nargs="+", default=[], metavar="DIR",
-                   help="surrogate-set folders from `rdistill sample` or `rdistill select` (manifest: method, IPC)")
+                   help="surrogate-set folders from `rdistill sample` or `rdistill select` (manifest: method, IPC); "
+                        "several draws of one set (made with other --seed values) pool into one row")
     p.add_argument("--dataset", required=True, help="the real dataset: digits, fashion-mnist, imagefolder:PATH, ...")
     p.add_argument("--root", default=None, help="the dataset's folder (ImageNet root, Fashion-MNIST IDX folder)")
     p.add_argument("--image-size", type=int, default=None,

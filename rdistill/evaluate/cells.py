@@ -70,22 +70,24 @@ class MatrixSpec:
 
 
 def plan_cells(surrogates: dict, ipcs, students, seeds: int, include_full: bool) -> list[Cell]:
-    """Every cell: surrogates maps folder -> Manifest; ipcs None takes each set's own IPC."""
+    """Every cell: surrogates maps folder -> Manifest; ipcs None takes each set's own IPC. Several sets of one
+    method at one IPC must be draws of one set (rdistill.evaluate.draws): each gets every student and seed."""
+    from rdistill.evaluate.draws import group_draws
+
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     if not students:
         raise ValueError("name at least one student")
     if not surrogates and not include_full:
         raise ValueError("nothing to evaluate: give surrogate sets or the full reference")
-    sets, seen = [], {}
+    groups: dict[tuple, dict] = {}
     for folder, m in surrogates.items():
         for ipc in ipcs or [m.ipc]:
             if not 1 <= ipc <= m.ipc:
                 raise ValueError(f"--ipc {ipc} is outside 1..{m.ipc}, the IPC of the set in {folder}")
-            if (m.method, ipc) in seen:
-                raise ValueError(f"{seen[m.method, ipc]} and {folder} are both method {m.method!r} at IPC {ipc}")
-            seen[m.method, ipc] = folder
-            sets.append((m.method, ipc, str(folder), (m.config or {}).get("sampling", {}).get("guidance")))
+            groups.setdefault((m.method, ipc), {})[str(folder)] = m
+    sets = [(method, ipc, folder, (draws[folder].config or {}).get("sampling", {}).get("guidance"))
+            for (method, ipc), draws in groups.items() for folder in group_draws(draws, ipc)]
     sets += [(FULL, None, FULL, None)] if include_full else []
     return [Cell(meth, ipc, s, seed, folder, g) for meth, ipc, folder, g in sets for s in students for seed in range(seeds)]
 

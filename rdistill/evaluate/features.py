@@ -27,8 +27,8 @@ class Features:
     network: str  # which fixed network produced them
     real: torch.Tensor  # (N, D) the real train split
     real_labels: torch.Tensor  # (N,)
-    sets: dict  # (method, ipc) -> (features (n, D), labels (n,))
-    mmd: dict  # (method, ipc) -> {"linear": float, "rbf": float}
+    sets: dict  # (method, ipc) -> (features (n, D), labels (n,)) of its first draw
+    mmd: dict  # (method, ipc) -> {"linear": float, "rbf": float}, the mean over its draws
 
 
 def feature_network(data: DataSpec, student: str | None, state: dict | None):
@@ -49,7 +49,7 @@ def feature_network(data: DataSpec, student: str | None, state: dict | None):
 def compute_features(data: DataSpec, sets: list[tuple[str, int, str]], student: str | None, state: dict | None,
                      device: str = "auto") -> Features:
     """Features of the real train split (a seeded sample of at most REAL_MAX images) and of each
-    (method, ipc, folder) set, and the MMD between them."""
+    (method, ipc, folder) set, and the MMD between them (averaged over the draws of a (method, ipc))."""
     from rdistill.evaluate.metrics import features, mmd
 
     name, net = feature_network(data, student, state)
@@ -58,17 +58,18 @@ def compute_features(data: DataSpec, sets: list[tuple[str, int, str]], student: 
     idx = real_sample(len(train))
     real = torch.cat([features(net, train.images(i)) for i in idx.split(FEATURE_BATCH)])  # (n, D)
     out, dist = {}, {}
-    for method, ipc, folder in sets:
+    for method, ipc, folder in sets:  # several folders of one (method, ipc): its draws
         if load_data(data).train.paths is not None:  # a folder dataset: the set streamed, never whole
             from rdistill.evaluate.streams import loader, pack_surrogate
 
             s = pack_surrogate(folder, ipc, load_data(data).classes, load_data(data).image_size)
-            out[method, ipc] = (torch.cat([features(net, x, FEATURE_BATCH) for x, _ in loader(s, FEATURE_BATCH)]),
-                                s.labels)
+            f, y = torch.cat([features(net, x, FEATURE_BATCH) for x, _ in loader(s, FEATURE_BATCH)]), s.labels
         else:
             x, y = train_tensors(data, folder, ipc)
-            out[method, ipc] = (features(net, x, FEATURE_BATCH), y)
-        dist[method, ipc] = {k: mmd(out[method, ipc][0], real, kernel=k) for k in ("linear", "rbf")}
+            f = features(net, x, FEATURE_BATCH)
+        out.setdefault((method, ipc), (f, y))  # the first draw's, for the t-SNE plot
+        dist.setdefault((method, ipc), []).append({k: mmd(f, real, kernel=k) for k in ("linear", "rbf")})
+    dist = {key: {k: sum(d[k] for d in ds) / len(ds) for k in ("linear", "rbf")} for key, ds in dist.items()}
     return Features(f"{name}; {len(idx)} of {len(train)} real train images", real, train.labels[idx], out, dist)
 
 

@@ -45,10 +45,14 @@ class Row:
     mmd_linear: float | None = None  # to the real train split
     mmd_rbf: float | None = None
     guidance: float | None = None  # the set's classifier-free guidance scale (generated sets)
+    draws: int = 1  # sets made again with another seed (rdistill.evaluate.draws), each tested on every seed
+    final_draw_std: float | None = None  # std of the draws' means (None: one draw)
+    best_draw_std: float | None = None
 
 
 def aggregate(results, mmd: dict | None = None) -> list[Row]:
-    """Rows (method, ipc, student) over seeds, with relative metrics and MMD; students, then IPC, then method."""
+    """Rows (method, ipc, student) over seeds and draws, with relative metrics and MMD; students, then IPC,
+    then method. Mean and std pool every cell of a row (draws x seeds); the draw std is that of the draws' means."""
     groups: dict[tuple, list] = {}
     for r in results:
         groups.setdefault((r.cell.method, r.cell.ipc, r.cell.student), []).append(r)
@@ -56,8 +60,9 @@ def aggregate(results, mmd: dict | None = None) -> list[Row]:
     for (method, ipc, student), rs in groups.items():
         (fm, fs), (bm, bs) = mean_std([r.final_acc for r in rs]), mean_std([r.best_acc for r in rs])
         d = (mmd or {}).get((method, ipc), {})
-        rows[method, ipc, student] = Row(method, ipc, student, len(rs), max(r.epochs for r in rs), fm, fs, bm, bs,
-                                         mmd_linear=d.get("linear"), mmd_rbf=d.get("rbf"), guidance=rs[0].cell.guidance)
+        rows[method, ipc, student] = Row(method, ipc, student, len({r.cell.seed for r in rs}),
+                                         max(r.epochs for r in rs), fm, fs, bm, bs, mmd_linear=d.get("linear"),
+                                         mmd_rbf=d.get("rbf"), guidance=rs[0].cell.guidance, **draw_spread(rs))
     for key, r in rows.items():
         rnd, full = rows.get(("random", r.ipc, r.student)), rows.get((FULL, None, r.student))
         if rnd and r.method != "random" and r.ipc is not None:
@@ -69,8 +74,21 @@ def aggregate(results, mmd: dict | None = None) -> list[Row]:
     return sorted(rows.values(), key=lambda r: (students.index(r.student), r.ipc or 10**9, methods.index(r.method)))
 
 
+def draw_spread(rs) -> dict:
+    """The Row fields of a row's draws: how many, and the std of their means (final, best) when more than one."""
+    draws: dict[str, list] = {}
+    for r in rs:
+        draws.setdefault(r.cell.surrogate, []).append(r)
+    if len(draws) == 1:
+        return {}
+    spread = {what: mean_std([mean_std([getattr(r, f"{what}_acc") for r in d])[0] for d in draws.values()])[1]
+              for what in ("final", "best")}
+    return dict(draws=len(draws), final_draw_std=spread["final"], best_draw_std=spread["best"])
+
+
 COLUMNS = ("method", "IPC", "student", "epochs", "guidance", "final acc %", "best acc %", "vs random final/best",
            "gap to full final/best", "MMD linear", "MMD rbf")
+DRAW_COLUMNS = ("draws", "std over draws final/best")  # shown when a row pools several draws
 
 
 def _fmt(v: float | None, spec: str) -> str:
@@ -89,18 +107,26 @@ class Matrix:
     def feature_network(self) -> str | None:
         return self.features.network if self.features else None
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return COLUMNS + (DRAW_COLUMNS if any(r.draws > 1 for r in self.rows) else ())
+
     def cells(self, r: Row) -> list[str]:
+        draws = [str(r.draws), f"{_fmt(r.final_draw_std, '.2f')} / {_fmt(r.best_draw_std, '.2f')}"]
         return [r.method, "all" if r.ipc is None else str(r.ipc), r.student, str(r.epochs), _fmt(r.guidance, "g"),
                 f"{r.final_mean:.2f} ± {r.final_std:.2f}", f"{r.best_mean:.2f} ± {r.best_std:.2f}",
                 f"{_fmt(r.final_vs_random, '+.2f')} / {_fmt(r.best_vs_random, '+.2f')}",
                 f"{_fmt(r.final_gap_full, '.2f')} / {_fmt(r.best_gap_full, '.2f')}",
-                _fmt(r.mmd_linear, '.4g'), _fmt(r.mmd_rbf, '.4g')]
+                _fmt(r.mmd_linear, '.4g'), _fmt(r.mmd_rbf, '.4g')] + (draws if DRAW_COLUMNS[0] in self.columns else [])
 
     def notes(self) -> list[str]:
         seeds = sorted({r.seeds for r in self.rows})
         out = [f"final = test accuracy after the last epoch; best = the maximum seen during training (what the "
                f"reference reports); mean ± {STD_LABEL}, {'/'.join(map(str, seeds))} seeds",
                "vs random = row - random at the same IPC; gap to full = full train split (hard labels) - row"]
+        if DRAW_COLUMNS[0] in self.columns:
+            out.append("draws = sets made again with another seed, each tested on every seed: mean ± std pool "
+                       "draws x seeds; std over draws = std of the draws' means; MMD = the draws' mean")
         if self.features:
             out.append(f"MMD = squared MMD to the real train split, features of {self.features.network}")
         if self.spec:
@@ -110,8 +136,8 @@ class Matrix:
 
     def as_table(self, markdown: bool = False) -> str:
         """The matrix as aligned text (or a Markdown table), with notes saying what each number is."""
-        body = [list(COLUMNS)] + [self.cells(r) for r in self.rows]
-        widths = [max(len(row[i]) for row in body) for i in range(len(COLUMNS))]
+        body = [list(self.columns)] + [self.cells(r) for r in self.rows]
+        widths = [max(len(row[i]) for row in body) for i in range(len(body[0]))]
         lines = [[c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))] for row in body]
         if markdown:  # aligned in the raw text too
             lines.insert(1, ["-" * w for w in widths])

@@ -133,8 +133,10 @@ def write_plots(matrix, folder) -> list[Path]:
     folder = Path(folder)
     out = [accuracy_vs_ipc(matrix.rows, s, folder / f"accuracy-vs-ipc-{s}.png")
            for s in dict.fromkeys(r.student for r in matrix.rows)]
-    sets = dict.fromkeys((c.method, c.surrogate) for c in (r.cell for r in matrix.results) if c.surrogate != FULL)
-    out += [sample_grid(surrogate, folder / f"samples-{method}.png") for method, surrogate in sets]
+    sets = {}  # method -> its first set (of several: its first draw, or its first IPC's)
+    for c in (r.cell for r in matrix.results if r.cell.surrogate != FULL):
+        sets.setdefault(c.method, c.surrogate)
+    out += [sample_grid(surrogate, folder / f"samples-{method}.png") for method, surrogate in sets.items()]
     if matrix.features is not None and matrix.features.sets:
         out.append(tsne_plot(matrix.features, folder / "tsne.png"))
     return out
