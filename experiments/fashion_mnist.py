@@ -3,6 +3,7 @@
     python experiments/fashion_mnist.py                          # 4 classes: base, difffit, minimax, matrix
     python experiments/fashion_mnist.py --ablation               # + Table 5, and the diversity weight x5, x25
     python experiments/fashion_mnist.py --target fashion-mnist   # the full 10-class case
+    python experiments/fashion_mnist.py --draws 5                # each chosen set and random's made 5 times, pooled
     python experiments/fashion_mnist.py --smoke-test             # the whole graph in about a minute
 
 The paper's setting at small scale: a base DiT learns all ten classes (as DiT learned ImageNet-1K), Difffit

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,7 @@ def test_every_planned_run_is_a_valid_config(tmp_path):
 
 @pytest.mark.slow
 def test_digits_study_smoke_test(tmp_path, capsys):
-    out = study_smoke_test("digits", tmp_path, capsys)
+    out = study_smoke_test("digits", tmp_path, capsys, "--draws", "2")
     for method in METHODS:
         assert f"\n{method} " in out  # a row of the matrix
     assert "guidance 1 (validation" in out or "guidance 4 (validation" in out
@@ -80,7 +81,10 @@ def test_digits_study_smoke_test(tmp_path, capsys):
     assert len(fidelity["sets"]) == 3 * 2 + 3 and fidelity["judge"]["epochs"] == 1  # every generated set, the coresets
     assert all(0 <= f["all"] <= 100 for f in fidelity["sets"].values()) and "[study] fidelity" in out
     assert (tmp_path / "matrix" / "matrix.md").exists() and "mlflow ui --backend-store-uri sqlite:///" in out
-    again = study_smoke_test("digits", tmp_path, capsys)  # a rerun reuses every stage, the matrix's parts too
+    assert (tmp_path / "sets" / "random-seed1").is_dir() and list((tmp_path / "sets" / "minimax").glob("*-seed1"))
+    header = next(line for line in out.splitlines() if line.startswith("method "))
+    assert header.split()[-5:] == ["draws", "std", "over", "draws", "final/best"]  # every set but herding, k-center: 2
+    again = study_smoke_test("digits", tmp_path, capsys, "--draws", "2")  # a rerun reuses every stage, parts too
     assert "[study] training" not in again and "[study] evaluate ipc 1: kept in" in again
     rows = lambda text: [line for line in text.splitlines() if line.split(" ")[0] in METHODS]  # noqa: E731
     assert rows(again) == rows(out) and len(rows(out)) >= 7
@@ -106,13 +110,14 @@ def test_fashion_mnist_study_smoke_test(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("change, message", [(dict(ablation=("minimax-x",)), "ablation methods ['minimax-x'] are not"),
-                                             (dict(ablation_ipcs=(10, 20)), "ablation IPCs [20] are not among")])
-def test_study_refuses_a_bad_ablation_before_any_work(tmp_path, change, message):
+                                             (dict(ablation_ipcs=(10, 20)), "ablation IPCs [20] are not among"),
+                                             (dict(draws=0), "draws must be >= 1 (1: each set made once), got 0")])
+def test_study_refuses_bad_settings_before_any_work(tmp_path, change, message):
     from dataclasses import replace
 
     from rdistill.study import run_study
 
     s, _ = planned_runs("fashion_mnist", tmp_path)
-    with pytest.raises(ValueError, match=message.replace("[", r"\[")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         run_study(replace(s, **change))
     assert list(tmp_path.iterdir()) == []

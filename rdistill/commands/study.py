@@ -24,6 +24,9 @@ def build_parser(plan: dict, doc: str) -> argparse.ArgumentParser:
                    help="MLflow server (default: $MLFLOW_TRACKING_URI, else SQLite in --out; a storage --out needs one)")
     p.add_argument("--workers", type=int, default=None,
                    help="Ray tasks at once: fine-tunes, students, cells (0: this process)")
+    p.add_argument("--draws", type=int, default=None,
+                   help="make each chosen generated set and the random coreset this many times (other seeds) and "
+                        "pool each row over draws x seeds (default: the script's, 1)")
     p.add_argument("--smoke-test", action="store_true", help="every stage, tiny, in --out")
     return p
 
@@ -44,8 +47,7 @@ def settings_from_args(args, plan: dict):
     methods = plan["finetune"] | ablation
     extra = plan["smoke_steps"]["finetune"] if smoke else []
     values = dict(plan["smoke"] if smoke else plan["settings"])
-    if args.workers is not None:
-        values["workers"] = args.workers
+    values |= {k: getattr(args, k) for k in ("workers", "draws") if getattr(args, k) is not None}
     return StudySettings(base=base, target=target, out=out, finetune={m: [*k, *extra] for m, k in methods.items()},
                          ablation=tuple(ablation),
                          experiment=f"{plan['prefix']}-study", tracking_uri=args.tracking_uri, **values)

@@ -10,7 +10,9 @@
    (method, IPC) keeps the scale with the best validation accuracy. The test split is not touched.
 4. coresets: random / herding / k-center from the target's train split.
 5. the matrix on the real test split: every set at each IPC (small protocol, `seeds` students) and the
-   full train split as the upper bound (its own epochs), merged into one Matrix for MLflow.
+   full train split as the upper bound (its own epochs), merged into one Matrix for MLflow. With `draws` > 1,
+   each chosen generated set and the random coreset are made again with other seeds and each row pools its
+   draws x seeds (rdistill.study.draws).
 Everything lands under `out` and a rerun reuses it: runs resume, complete sets are skipped, validation.json keeps
 the validation table entry by entry, matrix/parts each part of the matrix and matrix/cells each finished cell.
 `out` is a folder or a storage URI (s3://...); in storage, the runs train on Ray Train and are published
@@ -24,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 from rdistill import storage
+from rdistill.study.draws import sample_draws, select_draws
 from rdistill.study.evaluation import evaluate_all, score_fidelity, select_all
 from rdistill.study.guidance import choose_guidance, sample_grid
 from rdistill.study.runs import finetune_config, stored_base, train_all, train_run
@@ -45,6 +48,8 @@ def run_study(s: StudySettings, *, address: str | None = None, progress: bool = 
         raise ValueError(f"method names {missing} are both generated and coreset methods")
     if unknown := [m for m in s.ablation if m not in s.finetune]:
         raise ValueError(f"ablation methods {unknown} are not fine-tuning methods ({', '.join(s.finetune)})")
+    if s.draws < 1:
+        raise ValueError(f"draws must be >= 1 (1: each set made once), got {s.draws}")
     if s.ablation and (outside := sorted(set(s.ablation_ipcs) - set(s.ipcs))):
         raise ValueError(f"ablation IPCs {outside} are not among the study's IPCs {list(s.ipcs)}")
     classes = load_dataset(s.target).classes  # an unknown target or class raises here
@@ -60,7 +65,8 @@ def run_study(s: StudySettings, *, address: str | None = None, progress: bool = 
     for (method, ipc), (g, acc, _) in sorted(best.items()):
         print(f"[study] {method} ipc {ipc}: guidance {g:g} (validation {acc:.1f} %)")
     coresets = select_all(s)
-    matrix = evaluate_all(s, best, coresets, address)
+    drawn = sample_draws(s, runs, best, classes) | select_draws(s, coresets)
+    matrix = evaluate_all(s, best, coresets, address, drawn)
     print(matrix.as_table())
     if s.judge_epochs is not None:  # how often a real-trained network recognises each set's labels
         score_fidelity(s, sets, coresets)

@@ -20,16 +20,18 @@ def select_all(s: StudySettings) -> list[str]:
     return folders
 
 
-def evaluate_all(s: StudySettings, best: dict, coresets: list[str], address: str | None):
+def evaluate_all(s: StudySettings, best: dict, coresets: list[str], address: str | None, drawn: dict | None = None):
     """The matrix: at each IPC the methods' chosen sets and the coresets, the ablations apart, then the full-data
-    bound; each part is kept in <out>/matrix/parts, and a rerun evaluates only the parts not done yet."""
+    bound; each part is kept in <out>/matrix/parts, and a rerun evaluates only the parts not done yet. `drawn`:
+    a set's folder -> its further draws (rdistill.study.draws), evaluated beside it and pooled into its row."""
     from rdistill.evaluate.cells import MatrixSpec
     from rdistill.evaluate.matrix import Matrix, aggregate
 
     def part(ipc: int, ablation: bool, extra: list[str]) -> MatrixSpec:
         chosen = [str(folder) for (method, k), (_, _, folder) in best.items()
                   if k == ipc and (method in s.ablation) == ablation]
-        return MatrixSpec(tuple(chosen + extra), s.target, seeds=s.seeds, ipcs=(ipc,), epochs=s.student_epochs)
+        folders = [str(f) for first in chosen + extra for f in [first, *(drawn or {}).get(first, [])]]
+        return MatrixSpec(tuple(folders), s.target, seeds=s.seeds, ipcs=(ipc,), epochs=s.student_epochs)
 
     specs = {f"evaluate ipc {ipc}": part(ipc, False, [str(c) for c in coresets]) for ipc in s.ipcs}
     specs |= {f"evaluate ipc {ipc} ablation": part(ipc, True, []) for ipc in s.ablation_ipcs if s.ablation}

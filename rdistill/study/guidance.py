@@ -12,19 +12,25 @@ from rdistill.study.settings import StudySettings, grid_of, log_minutes
 
 def sample_grid(s: StudySettings, runs: dict[str, str], classes: tuple[str, ...]) -> dict[tuple[str, float], str]:
     """(method, guidance) -> a set of max(ipcs) images per target class; smaller IPCs are its prefixes."""
-    from rdistill.generate.sampling import SampleJob, run_sampling
-
     sets = {}
     for method, run in runs.items():
         for g in grid_of(s, method)[0]:
             folder = storage.join(s.out, "sets", method, f"guidance-{g:g}")
-            job = SampleJob(run_dir=str(run), out=str(folder), ipc=max(s.ipcs), seed=s.sample_seed,
-                            steps=s.sample_steps, guidance=g, classes=classes)
-            start = time.perf_counter()
-            run_sampling(job, progress=False)
-            log_minutes(s, f"sample {method} guidance {g:g}", start)
-            sets[method, g] = folder
+            sets[method, g] = sample_set(s, run, method, g, s.sample_seed, folder, classes)
     return sets
+
+
+def sample_set(s: StudySettings, run: str, method: str, g: float, seed: int, folder: str,
+               classes: tuple[str, ...]) -> str:
+    """One set of max(ipcs) images per class at guidance g, its noise seeded by `seed` (complete: skipped)."""
+    from rdistill.generate.sampling import SampleJob, run_sampling
+
+    job = SampleJob(run_dir=str(run), out=str(folder), ipc=max(s.ipcs), seed=seed, steps=s.sample_steps, guidance=g,
+                    classes=classes)
+    start = time.perf_counter()
+    run_sampling(job, progress=False)
+    log_minutes(s, f"sample {method} guidance {g:g}" + (f" seed {seed}" if seed != s.sample_seed else ""), start)
+    return folder
 
 
 def validate(s: StudySettings, folder: str, ipc: int, seed: int = 0) -> float:

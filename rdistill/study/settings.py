@@ -26,6 +26,7 @@ class StudySettings:
     val_fraction: float = 0.2  # the carve of each target class withheld from fine-tuning for validation
     val_epochs: int | None = None  # student epochs on validation (None: the protocol's)
     seeds: int = 3
+    draws: int = 1  # each chosen generated set and the random coreset made this often (seeds +0, +1, ...)
     student_epochs: int | None = None  # None: the protocol's (small: 300)
     full_epochs: int | None = 20  # the full-data bound's epochs (300 over 24,000 images is hours here); None: skip it
     sample_steps: int = 50
