@@ -6,7 +6,7 @@ IPC-10 set by up to 5-6 points, far more than the students' seeds do (docs/resul
     draw_seed(m1)                                                          # 1
 
 Two sets are draws of one set when their manifests agree on everything that defines a set except the seed, the
-IPC (a smaller IPC is a prefix of a larger set: the noise of an image depends on its class and index only) and
+IPC (a smaller IPC is a prefix of a larger set: an image's noise depends on the seed, its class and its index) and
 where the run or base lived: the same method and classes, the same generator weights (their hash), the same
 sampling or selection settings.
 """
