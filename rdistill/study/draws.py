@@ -29,10 +29,11 @@ def select_draws(s: StudySettings, coresets: list[str]) -> dict[str, list]:
     from rdistill.data import load_dataset
     from rdistill.generate.select import select_coreset
 
+    reseeded = [(method, folder) for method, folder in zip(s.coresets, coresets) if method in RESEEDED]
+    if s.draws == 1 or not reseeded:
+        return {}  # nothing to draw again: the dataset (an ImageNet folder scan) is not read
     dataset, out = load_dataset(s.target), {}
-    for method, folder in zip(s.coresets, coresets):
-        if method not in RESEEDED:
-            continue
+    for method, folder in reseeded:
         again = {seed: storage.join(s.out, "sets", f"{method}-seed{seed}") for seed in draw_seeds(s, 0)}
         for seed, f in again.items():
             select_coreset(dataset, method, max(s.ipcs), seed, f)
