@@ -111,13 +111,13 @@ class Matrix:
     def columns(self) -> tuple[str, ...]:
         return COLUMNS + (DRAW_COLUMNS if any(r.draws > 1 for r in self.rows) else ())
 
-    def cells(self, r: Row) -> list[str]:
+    def cells(self, r: Row, with_draws: bool = False) -> list[str]:
         draws = [str(r.draws), f"{_fmt(r.final_draw_std, '.2f')} / {_fmt(r.best_draw_std, '.2f')}"]
         return [r.method, "all" if r.ipc is None else str(r.ipc), r.student, str(r.epochs), _fmt(r.guidance, "g"),
                 f"{r.final_mean:.2f} ± {r.final_std:.2f}", f"{r.best_mean:.2f} ± {r.best_std:.2f}",
                 f"{_fmt(r.final_vs_random, '+.2f')} / {_fmt(r.best_vs_random, '+.2f')}",
                 f"{_fmt(r.final_gap_full, '.2f')} / {_fmt(r.best_gap_full, '.2f')}",
-                _fmt(r.mmd_linear, '.4g'), _fmt(r.mmd_rbf, '.4g')] + (draws if DRAW_COLUMNS[0] in self.columns else [])
+                _fmt(r.mmd_linear, '.4g'), _fmt(r.mmd_rbf, '.4g')] + (draws if with_draws else [])
 
     def notes(self) -> list[str]:
         seeds = sorted({r.seeds for r in self.rows})
@@ -136,7 +136,8 @@ class Matrix:
 
     def as_table(self, markdown: bool = False) -> str:
         """The matrix as aligned text (or a Markdown table), with notes saying what each number is."""
-        body = [list(self.columns)] + [self.cells(r) for r in self.rows]
+        columns = self.columns
+        body = [list(columns)] + [self.cells(r, len(columns) > len(COLUMNS)) for r in self.rows]
         widths = [max(len(row[i]) for row in body) for i in range(len(body[0]))]
         lines = [[c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))] for row in body]
         if markdown:  # aligned in the raw text too
