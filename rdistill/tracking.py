@@ -156,6 +156,11 @@ def matrix_metrics(matrix) -> dict[str, float]:
         if r.mmd_linear is not None and r.student == matrix.rows[0].student:  # MMD does not depend on the student
             out[f"mmd/{metric_name(f'ipc{r.ipc}', r.method)}/linear"] = r.mmd_linear
             out[f"mmd/{metric_name(f'ipc{r.ipc}', r.method)}/rbf"] = r.mmd_rbf
+    for g in matrix.gaps:  # generated methods paired on the same noise (rdistill.evaluate.pairs)
+        k = metric_name(g.student, f"ipc{g.ipc}", f"{g.method}-vs-{g.other}")
+        out.update({f"paired/{k}/final_mean": g.final_mean, f"paired/{k}/final_std": g.final_std,
+                    f"paired/{k}/best_mean": g.best_mean, f"paired/{k}/best_std": g.best_std,
+                    f"paired/{k}/draws": g.draws, f"paired/{k}/ahead": g.ahead})
     return out
 
 

@@ -84,6 +84,8 @@ def test_digits_study_smoke_test(tmp_path, capsys):
     assert (tmp_path / "sets" / "random-seed1").is_dir() and list((tmp_path / "sets" / "minimax").glob("*-seed1"))
     header = next(line for line in out.splitlines() if line.startswith("method "))
     assert header.split()[-5:] == ["draws", "std", "over", "draws", "final/best"]  # every set but herding, k-center: 2
+    assert "paired on the same sampling noise" in out  # generated methods' draws share their noise seeds
+    assert re.search(r"^minimax +difffit +\d+ +\S+ +2 +[+-]\d+\.\d\d ± ", out, re.M)  # 2 draws paired, at some IPC
     again = study_smoke_test("digits", tmp_path, capsys, "--draws", "2")  # a rerun reuses every stage, parts too
     assert "[study] training" not in again and "[study] evaluate ipc 1: kept in" in again
     rows = lambda text: [line for line in text.splitlines() if line.split(" ")[0] in METHODS]  # noqa: E731

@@ -10,7 +10,9 @@ Two accuracies (top-1 %), labelled everywhere: `final`, after the last epoch, an
 the tests during training (what the reference implementations report). Mean and std over seeds 0..N-1;
 the std is rdistill.common.stats's (population, ddof 0, as the papers report). `vs random` = row mean -
 mean of the `random` set at the same IPC and student; `gap to full` = mean of `full` (the whole real train
-split, hard labels) - row mean. MMD to the real train split: rdistill.evaluate.features.
+split, hard labels) - row mean. MMD to the real train split: rdistill.evaluate.features. Several draws of a set
+pool into its row (rdistill.evaluate.draws); generated methods that share draws are also compared draw by draw
+(`Matrix.gaps`, rdistill.evaluate.pairs).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from rdistill.common.stats import STD_LABEL, mean_std
 from rdistill.evaluate.cells import (FULL, Cell, CellResult, DataSpec, MatrixSpec, check_inputs, load_data,
                                      load_manifests, plan_cells, run_cell)
 from rdistill.evaluate.features import Features, compute_features
+from rdistill.evaluate.pairs import Gap, noise_keys, paired_gaps
 from rdistill.evaluate.protocols import get_protocol
 
 
@@ -89,6 +92,7 @@ def draw_spread(rs) -> dict:
 COLUMNS = ("method", "IPC", "student", "epochs", "guidance", "final acc %", "best acc %", "vs random final/best",
            "gap to full final/best", "MMD linear", "MMD rbf")
 DRAW_COLUMNS = ("draws", "std over draws final/best")  # shown when a row pools several draws
+GAP_COLUMNS = ("method", "other", "IPC", "student", "draws", "final gap", "best gap", "ahead (final)")
 
 
 def _fmt(v: float | None, spec: str) -> str:
@@ -102,6 +106,7 @@ class Matrix:
     spec: MatrixSpec | None = None
     features: Features | None = None
     seconds: float = 0.0  # wall clock of the whole evaluation
+    gaps: tuple[Gap, ...] = ()  # generated methods paired draw by draw on the same noise (rdistill.evaluate.pairs)
 
     @property
     def feature_network(self) -> str | None:
@@ -135,15 +140,17 @@ class Matrix:
         return out
 
     def as_table(self, markdown: bool = False) -> str:
-        """The matrix as aligned text (or a Markdown table), with notes saying what each number is."""
+        """The matrix as aligned text (or a Markdown table), with notes saying what each number is; then the
+        paired gaps, when generated methods share two or more draws."""
         columns = self.columns
-        body = [list(columns)] + [self.cells(r, len(columns) > len(COLUMNS)) for r in self.rows]
-        widths = [max(len(row[i]) for row in body) for i in range(len(body[0]))]
-        lines = [[c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))] for row in body]
-        if markdown:  # aligned in the raw text too
-            lines.insert(1, ["-" * w for w in widths])
-            return "\n".join(["| " + " | ".join(c) + " |" for c in lines] + [""] + [f"- {n}" for n in self.notes()]) + "\n"
-        return "\n".join(["  ".join(c) for c in lines] + [""] + self.notes()) + "\n"
+        out = _aligned([list(columns)] + [self.cells(r, len(columns) > len(COLUMNS)) for r in self.rows], markdown)
+        out += [""] + [f"- {n}" if markdown else n for n in self.notes()]
+        if self.gaps:
+            out += ["", "paired on the same sampling noise: gap = method - other on each shared draw (its mean over "
+                        "the seeds), mean ± std over the shared draws; ahead = draws where method's final is higher",
+                    ""]
+            out += _aligned([list(GAP_COLUMNS)] + [gap_cells(g) for g in self.gaps], markdown, left=2)
+        return "\n".join(out) + "\n"
 
     def to_frame(self):
         import pandas as pd
@@ -153,6 +160,22 @@ class Matrix:
 
     def to_csv(self, path) -> None:
         self.to_frame().to_csv(path, index=False)
+
+
+def gap_cells(g: Gap) -> list[str]:
+    return [g.method, g.other, str(g.ipc), g.student, str(g.draws), f"{g.final_mean:+.2f} ± {g.final_std:.2f}",
+            f"{g.best_mean:+.2f} ± {g.best_std:.2f}", f"{g.ahead} of {g.draws}"]
+
+
+def _aligned(body: list[list[str]], markdown: bool, left: int = 1) -> list[str]:
+    """Lines of a table whose first row is its header: columns padded to one width (Markdown: aligned in the raw
+    text too), the first `left` (the names) left-aligned and the rest right."""
+    widths = [max(len(row[i]) for row in body) for i in range(len(body[0]))]
+    lines = [[c.rjust(w) if i >= left else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))] for row in body]
+    if markdown:
+        lines.insert(1, ["-" * w for w in widths])
+        return ["| " + " | ".join(c) + " |" for c in lines]
+    return ["  ".join(c) for c in lines]
 
 
 # Filling it:
@@ -201,4 +224,5 @@ def evaluate_matrix(spec: MatrixSpec, workers: int = 0, progress: bool = True, a
     call = ((data, sets, spec.students[0], state), {"device": spec.device})
     feats = run_calls(compute_features, [call], workers=min(workers, 1), address=address, options=options)[0]
     results = [replace(r, state=None) for r in results]
-    return Matrix(tuple(aggregate(results, feats.mmd)), tuple(results), spec, feats, time.perf_counter() - start)
+    return Matrix(tuple(aggregate(results, feats.mmd)), tuple(results), spec, feats, time.perf_counter() - start,
+                  paired_gaps(results, noise_keys(manifests)))
