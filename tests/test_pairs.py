@@ -90,7 +90,9 @@ def two_generators(run_dir, tmp_path_factory):
     return tuple(folders)
 
 
-def test_a_real_matrix_pairs_the_draws_of_two_generators(two_generators):
+def test_a_real_matrix_pairs_the_draws_of_two_generators(two_generators, tmp_path):
+    from rdistill.evaluate.plots import write_plots
+
     m = evaluate_matrix(MatrixSpec(two_generators, "digits", seeds=1, ipcs=(2,), epochs=1), progress=False)
     (gap,) = m.gaps
     assert (gap.method, gap.other, gap.draws) == ("difffit", "dit", 2)
@@ -98,3 +100,5 @@ def test_a_real_matrix_pairs_the_draws_of_two_generators(two_generators):
     per_draw = [acc["difffit", d] - acc["dit", d] for d in "01"]
     assert (gap.final_mean, gap.final_std) == pytest.approx(mean_std(per_draw))
     assert "paired on the same sampling noise" in m.as_table()
+    plots = {p.name: p for p in write_plots(m, tmp_path)}
+    assert plots["draws-ipc2-convnet-3.png"].read_bytes()[:4] == b"\x89PNG"

@@ -4,7 +4,9 @@
   over seeds as error bars, the full-data result as a horizontal line;
 - a sample grid per surrogate set: the first images of each class (a row per class; at most GRID_MAX_CLASSES
   rows, a seeded subset of the classes when the set has more, e.g. ImageNet-1K's 1000);
-- t-SNE of real vs surrogate features (the paper's Fig. 3): one panel per method at its largest IPC.
+- t-SNE of real vs surrogate features (the paper's Fig. 3): one panel per method at its largest IPC;
+- the draws at each IPC where a set was drawn more than once: a dot per draw, lines joining the draws of
+  generated methods that share their noise (rdistill.evaluate.pairs).
 """
 
 from __future__ import annotations
@@ -126,9 +128,39 @@ def tsne_plot(features, path, seed: int = 0, max_real: int | None = None) -> Pat
     return _save(fig, path)
 
 
+def draws_plot(results, noise: dict, ipc: int, student: str, path) -> Path:
+    """Each method's draws at one IPC: a dot per draw (final accuracy, mean ± std over the student seeds), a bar at
+    the draws' mean; grey lines join the draws that share their noise (`noise`: folder -> noise key)."""
+    per_draw: dict[str, dict[str, list[float]]] = {}  # method -> folder -> finals
+    for r in results:
+        if r.cell.ipc == ipc and r.cell.student == student:
+            per_draw.setdefault(r.cell.method, {}).setdefault(r.cell.surrogate, []).append(r.final_acc)
+    fig, ax = plt.subplots(figsize=(1.3 * len(per_draw) + 2, 4))
+    joined: dict[tuple, list[tuple[int, float]]] = {}  # noise key -> (x, mean) of the methods drawn with it
+    for x, (method, draws) in enumerate(per_draw.items()):
+        means = {folder: float(np.mean(v)) for folder, v in draws.items()}
+        ax.errorbar([x] * len(draws), list(means.values()), [float(np.std(v)) for v in draws.values()], fmt="o",
+                    color=f"C{x}", capsize=2, markersize=4)
+        ax.hlines(np.mean(list(means.values())), x - 0.2, x + 0.2, color=f"C{x}", linewidth=2)
+        for folder, m in means.items():
+            if folder in noise:
+                joined.setdefault(noise[folder], []).append((x, m))
+    for points in joined.values():
+        if len(points) > 1:
+            ax.plot(*zip(*points), color="0.6", linewidth=0.8, zorder=0)
+    ax.set_xticks(range(len(per_draw)), list(per_draw), rotation=20, fontsize=8)
+    ax.set(ylabel="final test accuracy (%)", title=f"{student}, IPC {ipc}: a dot per draw (mean ± std over seeds), "
+           "bar = mean of the draws,\ngrey lines join draws of the same sampling noise")
+    ax.title.set_fontsize(8)
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)
+
+
 def write_plots(matrix, folder) -> list[Path]:
-    """Every figure of the matrix into folder: accuracy-vs-IPC-<student>.png, samples-<method>.png, tsne.png."""
-    from rdistill.evaluate.cells import FULL
+    """Every figure of the matrix into folder: accuracy-vs-IPC-<student>.png, samples-<method>.png, tsne.png,
+    and draws-ipc<k>-<student>.png where a set was drawn more than once."""
+    from rdistill.evaluate.cells import FULL, load_manifests
+    from rdistill.evaluate.pairs import noise_keys
 
     folder = Path(folder)
     out = [accuracy_vs_ipc(matrix.rows, s, folder / f"accuracy-vs-ipc-{s}.png")
@@ -139,4 +171,8 @@ def write_plots(matrix, folder) -> list[Path]:
     out += [sample_grid(surrogate, folder / f"samples-{method}.png") for method, surrogate in sets.items()]
     if matrix.features is not None and matrix.features.sets:
         out.append(tsne_plot(matrix.features, folder / "tsne.png"))
+    drawn = sorted({(r.ipc, r.student) for r in matrix.rows if r.draws > 1})
+    if drawn:
+        noise = noise_keys(load_manifests({r.cell.surrogate for r in matrix.results if r.cell.surrogate != FULL}))
+        out += [draws_plot(matrix.results, noise, ipc, s, folder / f"draws-ipc{ipc}-{s}.png") for ipc, s in drawn]
     return out
