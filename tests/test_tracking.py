@@ -92,7 +92,8 @@ def test_log_matrix_is_a_parent_run_with_a_child_per_cell(store, random_set):
 
 
 def test_the_draws_of_a_set_are_children_named_by_draw_and_its_row_has_their_spread(store, random_set, tmp_path):
-    again = str(tmp_path / "random-seed1")  # only its name matters here: the sample grid shows the first draw
+    again = str(tmp_path / "random-seed1")  # a second draw: the sample grid shows the first, the draws plot both
+    select_coreset(load_dataset("digits"), "random", ipc=2, seed=1, out=again)
     cells = [Cell("random", 2, "convnet-3", s, f) for f in (random_set, again) for s in (0, 1)]
     results = [CellResult(c, acc, acc, ((1, acc),), 1, 1.0) for c, acc in zip(cells, (50.0, 52.0, 60.0, 62.0))]
     parent = log_matrix(Matrix(tuple(aggregate(results)), tuple(results)), {"evaluate": {"dataset": "digits"}},
@@ -105,3 +106,4 @@ def test_the_draws_of_a_set_are_children_named_by_draw_and_its_row_has_their_spr
     children = c.search_runs([run.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent}'")
     assert sorted(r.info.run_name for r in children) == sorted(f"random ipc2 convnet-3 seed{s} draw{d}"
                                                                 for d in (0, 1) for s in (0, 1))
+    assert "plots/draws-ipc2-convnet-3.png" in {a.path for a in c.list_artifacts(parent, "plots")}
