@@ -7,7 +7,7 @@ from rdistill.common.stats import mean_std
 from rdistill.data import load_dataset
 from rdistill.data.shards import Manifest
 from rdistill.evaluate.cells import Cell, CellResult, DataSpec, MatrixSpec, plan_cells
-from rdistill.evaluate.draws import definition, draw_seed, group_draws
+from rdistill.evaluate.draws import by_draw, definition, draw_means, draw_seed, group_draws
 from rdistill.evaluate.features import compute_features
 from rdistill.evaluate.matrix import Matrix, aggregate, evaluate_matrix
 from rdistill.generate.select import select_coreset
@@ -65,6 +65,9 @@ def test_each_draw_is_tested_on_every_seed_and_a_row_pools_them():
     assert header[-2:] == ["draws", "std over draws final/best"]
     assert table[2].strip("| ").split("|")[-1].strip() == "6.00 / 0.00"
     assert any("draws x seeds" in line for line in table)
+    (draws,) = by_draw(results).values()
+    assert {f: [r.cell.seed for r in rs] for f, rs in draws.items()} == {"x": [0, 1], "y": [0, 1]}
+    assert draw_means(draws) == {"x": 51.0, "y": 63.0} and draw_means(draws, "best") == {"x": 70.0, "y": 70.0}
 
 
 def test_one_draw_keeps_the_table_as_it_was():

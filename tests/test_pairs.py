@@ -1,5 +1,7 @@
 """Paired gaps: generated methods compared draw by draw on the same sampling noise (rdistill.evaluate.pairs)."""
 
+import pickle
+
 import pytest
 
 from rdistill.common.stats import mean_std
@@ -59,7 +61,7 @@ def test_gaps_pair_the_methods_draw_by_draw_and_leave_out_what_shares_too_little
 
 def test_the_table_and_mlflow_show_the_gaps_and_leave_them_out_when_there_are_none():
     rs = results(FINALS)
-    m = Matrix(tuple(aggregate(rs)), tuple(rs), gaps=paired_gaps(rs, keys()))
+    m = Matrix(tuple(aggregate(rs)), tuple(rs), noise=keys())
     lines = m.as_table(markdown=True).splitlines()
     gap_rows = [line for line in lines if line.startswith("| minimax | dit")]
     assert len(gap_rows) == 1 and "+2.67 ± 2.05" in gap_rows[0] and gap_rows[0].rstrip(" |").endswith("2 of 3")
@@ -69,6 +71,15 @@ def test_the_table_and_mlflow_show_the_gaps_and_leave_them_out_when_there_are_no
     assert metrics["paired/convnet-3/ipc10/minimax-vs-dit/ahead"] == 2
     alone = Matrix(tuple(aggregate(rs)), tuple(rs))
     assert "paired" not in alone.as_table() and not any(k.startswith("paired/") for k in matrix_metrics(alone))
+
+
+def test_a_matrix_kept_before_it_carried_its_noise_keys_still_loads():
+    rs = results(FINALS)
+    m = Matrix(tuple(aggregate(rs)), tuple(rs), noise=keys())
+    assert pickle.loads(pickle.dumps(m)).gaps == m.gaps != ()
+    old = object.__new__(Matrix)  # what unpickling a study part kept by an earlier rdistill gives: gaps, no noise
+    old.__dict__.update({k: v for k, v in m.__dict__.items() if k != "noise"}, gaps=())
+    assert old.noise is None and old.gaps == () and old.as_table() == Matrix(m.rows, m.results).as_table()
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ IPC-10 set by up to 5-6 points, far more than the students' seeds do (docs/resul
 
     group_draws({"sets/minimax": m0, "sets/minimax-seed1": m1}, ipc=10)   # checks they are draws of one set
     draw_seed(m1)                                                          # 1
+    by_draw(matrix.results)[("minimax", 10, "convnet-3")]                  # {folder: its cells, one per seed}
 
 Two sets are draws of one set when their manifests agree on everything that defines a set except the seed, the
 IPC (a smaller IPC is a prefix of a larger set: an image's noise depends on the seed, its class and its index) and
@@ -14,6 +15,8 @@ sampling or selection settings.
 from __future__ import annotations
 
 import copy
+
+from rdistill.common.stats import mean_std
 
 LOCATIONS = (("run", "out"), ("base", "path"))  # where a run or base lived: not what the images are
 
@@ -64,3 +67,16 @@ def group_draws(manifests: dict, ipc: int) -> list[str]:
                              f"draw (seed {seed}): give each draw its own seed (rdistill sample/select --seed)")
         seeds[seed] = folder
     return folders
+
+
+def by_draw(results) -> dict[tuple, dict[str, list]]:
+    """(method, ipc, student) -> {surrogate folder: its cells (one per student seed)}, in the order of results."""
+    out: dict[tuple, dict[str, list]] = {}
+    for r in results:
+        out.setdefault((r.cell.method, r.cell.ipc, r.cell.student), {}).setdefault(r.cell.surrogate, []).append(r)
+    return out
+
+
+def draw_means(draws: dict[str, list], what: str = "final") -> dict[str, float]:
+    """folder -> the draw's mean accuracy over its student seeds (what: "final" or "best")."""
+    return {folder: mean_std([getattr(r, f"{what}_acc") for r in rs])[0] for folder, rs in draws.items()}

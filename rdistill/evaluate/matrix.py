@@ -25,8 +25,9 @@ from tqdm.auto import tqdm
 from rdistill.common.stats import STD_LABEL, mean_std
 from rdistill.evaluate.cells import (FULL, Cell, CellResult, DataSpec, MatrixSpec, check_inputs, load_data,
                                      load_manifests, plan_cells, run_cell)
+from rdistill.evaluate.draws import by_draw, draw_means
 from rdistill.evaluate.features import Features, compute_features
-from rdistill.evaluate.pairs import Gap, noise_keys, paired_gaps
+from rdistill.evaluate.pairs import Gap, NoiseKey, noise_keys, paired_gaps
 from rdistill.evaluate.protocols import get_protocol
 
 
@@ -56,16 +57,15 @@ class Row:
 def aggregate(results, mmd: dict | None = None) -> list[Row]:
     """Rows (method, ipc, student) over seeds and draws, with relative metrics and MMD; students, then IPC,
     then method. Mean and std pool every cell of a row (draws x seeds); the draw std is that of the draws' means."""
-    groups: dict[tuple, list] = {}
-    for r in results:
-        groups.setdefault((r.cell.method, r.cell.ipc, r.cell.student), []).append(r)
+    groups = by_draw(results)
     rows = {}
-    for (method, ipc, student), rs in groups.items():
+    for (method, ipc, student), draws in groups.items():
+        rs = [r for cells in draws.values() for r in cells]
         (fm, fs), (bm, bs) = mean_std([r.final_acc for r in rs]), mean_std([r.best_acc for r in rs])
         d = (mmd or {}).get((method, ipc), {})
         rows[method, ipc, student] = Row(method, ipc, student, len({r.cell.seed for r in rs}),
                                          max(r.epochs for r in rs), fm, fs, bm, bs, mmd_linear=d.get("linear"),
-                                         mmd_rbf=d.get("rbf"), guidance=rs[0].cell.guidance, **draw_spread(rs))
+                                         mmd_rbf=d.get("rbf"), guidance=rs[0].cell.guidance, **draw_spread(draws))
     for key, r in rows.items():
         rnd, full = rows.get(("random", r.ipc, r.student)), rows.get((FULL, None, r.student))
         if rnd and r.method != "random" and r.ipc is not None:
@@ -77,15 +77,11 @@ def aggregate(results, mmd: dict | None = None) -> list[Row]:
     return sorted(rows.values(), key=lambda r: (students.index(r.student), r.ipc or 10**9, methods.index(r.method)))
 
 
-def draw_spread(rs) -> dict:
-    """The Row fields of a row's draws: how many, and the std of their means (final, best) when more than one."""
-    draws: dict[str, list] = {}
-    for r in rs:
-        draws.setdefault(r.cell.surrogate, []).append(r)
+def draw_spread(draws: dict[str, list]) -> dict:
+    """The Row fields of a row's draws (folder -> cells): how many, and the std of their means when more than one."""
     if len(draws) == 1:
         return {}
-    spread = {what: mean_std([mean_std([getattr(r, f"{what}_acc") for r in d])[0] for d in draws.values()])[1]
-              for what in ("final", "best")}
+    spread = {what: mean_std(draw_means(draws, what).values())[1] for what in ("final", "best")}
     return dict(draws=len(draws), final_draw_std=spread["final"], best_draw_std=spread["best"])
 
 
@@ -106,7 +102,12 @@ class Matrix:
     spec: MatrixSpec | None = None
     features: Features | None = None
     seconds: float = 0.0  # wall clock of the whole evaluation
-    gaps: tuple[Gap, ...] = ()  # generated methods paired draw by draw on the same noise (rdistill.evaluate.pairs)
+    noise: dict[str, NoiseKey] | None = None  # folder -> noise key of each generated set (rdistill.evaluate.pairs)
+
+    @property
+    def gaps(self) -> tuple[Gap, ...]:
+        """Generated methods paired draw by draw on the same noise (rdistill.evaluate.pairs)."""
+        return paired_gaps(self.results, self.noise or {})
 
     @property
     def feature_network(self) -> str | None:
@@ -225,4 +226,4 @@ def evaluate_matrix(spec: MatrixSpec, workers: int = 0, progress: bool = True, a
     feats = run_calls(compute_features, [call], workers=min(workers, 1), address=address, options=options)[0]
     results = [replace(r, state=None) for r in results]
     return Matrix(tuple(aggregate(results, feats.mmd)), tuple(results), spec, feats, time.perf_counter() - start,
-                  paired_gaps(results, noise_keys(manifests)))
+                  noise_keys(manifests))

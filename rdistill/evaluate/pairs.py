@@ -18,7 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rdistill.common.stats import mean_std
-from rdistill.evaluate.draws import draw_seed
+from rdistill.evaluate.draws import by_draw, draw_means, draw_seed
+
+NoiseKey = tuple  # (seed, ((class, model label), ...)): what fixes a generated set's noise
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class Gap:
     ahead: int  # shared draws on which method's final mean is above other's
 
 
-def noise_key(m) -> tuple | None:
+def noise_key(m) -> NoiseKey | None:
     """What fixes a generated set's noise: its seed and each written class's model label. None for real images."""
     if "sampling" not in (m.config or {}):
         return None
@@ -43,25 +45,27 @@ def noise_key(m) -> tuple | None:
     return draw_seed(m), tuple((c, m.model_labels[m.classes.index(c)]) for c in written)
 
 
-def noise_keys(manifests: dict) -> dict[str, tuple]:
+def noise_keys(manifests: dict) -> dict[str, NoiseKey]:
     """folder -> noise key, for the generated sets among manifests (folder -> Manifest)."""
     return {str(f): k for f, m in manifests.items() if (k := noise_key(m)) is not None}
 
 
-def draw_means(results, keys: dict[str, tuple]) -> dict[tuple, dict[tuple, tuple[float, float]]]:
-    """(method, ipc, student) -> {noise key: (final, best) mean over that draw's student seeds}."""
-    cells: dict[tuple, dict[tuple, list]] = {}
-    for r in results:
-        if (key := keys.get(r.cell.surrogate)) is not None:
-            cells.setdefault((r.cell.method, r.cell.ipc, r.cell.student), {}).setdefault(key, []).append(r)
-    return {row: {key: (mean_std([r.final_acc for r in rs])[0], mean_std([r.best_acc for r in rs])[0])
-                  for key, rs in by_key.items()} for row, by_key in cells.items()}
+def noise_means(results, keys: dict[str, NoiseKey]) -> dict[tuple, dict[NoiseKey, tuple[float, float]]]:
+    """(method, ipc, student) -> {noise key: (final, best) mean over that draw's student seeds}, for the draws of
+    generated sets (those with a key)."""
+    out = {}
+    for row, draws in by_draw(results).items():
+        drawn = {folder: cells for folder, cells in draws.items() if folder in keys}
+        if drawn:
+            final, best = draw_means(drawn, "final"), draw_means(drawn, "best")
+            out[row] = {keys[folder]: (final[folder], best[folder]) for folder in drawn}
+    return out
 
 
-def paired_gaps(results, keys: dict[str, tuple], min_draws: int = 2) -> tuple[Gap, ...]:
+def paired_gaps(results, keys: dict[str, NoiseKey], min_draws: int = 2) -> tuple[Gap, ...]:
     """Every pair of generated methods at one IPC and student that share at least min_draws draws, in the order
     the methods first appear in results (gap = later - earlier)."""
-    means = draw_means(results, keys)
+    means = noise_means(results, keys)
     rows = list(means)
     gaps = []
     for j, (method, ipc, student) in enumerate(rows):

@@ -20,6 +20,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from rdistill.common.stats import mean_std  # noqa: E402
+
 GRID_PER_CLASS = 10  # images per class in a sample grid
 GRID_MAX_CLASSES = 20  # rows of a sample grid: 1000 rows would be ~72 k px high, over Agg's limit
 GRID_SEED = 0  # which classes a grid of a larger set shows
@@ -131,17 +133,16 @@ def tsne_plot(features, path, seed: int = 0, max_real: int | None = None) -> Pat
 def draws_plot(results, noise: dict, ipc: int, student: str, path) -> Path:
     """Each method's draws at one IPC: a dot per draw (final accuracy, mean ± std over the student seeds), a bar at
     the draws' mean; grey lines join the draws that share their noise (`noise`: folder -> noise key)."""
-    per_draw: dict[str, dict[str, list[float]]] = {}  # method -> folder -> finals
-    for r in results:
-        if r.cell.ipc == ipc and r.cell.student == student:
-            per_draw.setdefault(r.cell.method, {}).setdefault(r.cell.surrogate, []).append(r.final_acc)
+    from rdistill.evaluate.draws import by_draw, draw_means
+
+    per_draw = {method: draws for (method, k, s), draws in by_draw(results).items() if (k, s) == (ipc, student)}
     fig, ax = plt.subplots(figsize=(1.3 * len(per_draw) + 2, 4))
     joined: dict[tuple, list[tuple[int, float]]] = {}  # noise key -> (x, mean) of the methods drawn with it
     for x, (method, draws) in enumerate(per_draw.items()):
-        means = {folder: float(np.mean(v)) for folder, v in draws.items()}
-        ax.errorbar([x] * len(draws), list(means.values()), [float(np.std(v)) for v in draws.values()], fmt="o",
-                    color=f"C{x}", capsize=2, markersize=4)
-        ax.hlines(np.mean(list(means.values())), x - 0.2, x + 0.2, color=f"C{x}", linewidth=2)
+        means = draw_means(draws)
+        spread = [mean_std([r.final_acc for r in cells])[1] for cells in draws.values()]
+        ax.errorbar([x] * len(draws), list(means.values()), spread, fmt="o", color=f"C{x}", capsize=2, markersize=4)
+        ax.hlines(mean_std(means.values())[0], x - 0.2, x + 0.2, color=f"C{x}", linewidth=2)
         for folder, m in means.items():
             if folder in noise:
                 joined.setdefault(noise[folder], []).append((x, m))
@@ -159,8 +160,7 @@ def draws_plot(results, noise: dict, ipc: int, student: str, path) -> Path:
 def write_plots(matrix, folder) -> list[Path]:
     """Every figure of the matrix into folder: accuracy-vs-IPC-<student>.png, samples-<method>.png, tsne.png,
     and draws-ipc<k>-<student>.png where a set was drawn more than once."""
-    from rdistill.evaluate.cells import FULL, load_manifests
-    from rdistill.evaluate.pairs import noise_keys
+    from rdistill.evaluate.cells import FULL
 
     folder = Path(folder)
     out = [accuracy_vs_ipc(matrix.rows, s, folder / f"accuracy-vs-ipc-{s}.png")
@@ -172,7 +172,6 @@ def write_plots(matrix, folder) -> list[Path]:
     if matrix.features is not None and matrix.features.sets:
         out.append(tsne_plot(matrix.features, folder / "tsne.png"))
     drawn = sorted({(r.ipc, r.student) for r in matrix.rows if r.draws > 1})
-    if drawn:
-        noise = noise_keys(load_manifests({r.cell.surrogate for r in matrix.results if r.cell.surrogate != FULL}))
-        out += [draws_plot(matrix.results, noise, ipc, s, folder / f"draws-ipc{ipc}-{s}.png") for ipc, s in drawn]
+    out += [draws_plot(matrix.results, matrix.noise or {}, ipc, s, folder / f"draws-ipc{ipc}-{s}.png")
+            for ipc, s in drawn]
     return out

@@ -26,7 +26,7 @@ def evaluate_all(s: StudySettings, best: dict, coresets: list[str], address: str
     a set's folder -> its further draws (rdistill.study.draws), evaluated beside it and pooled into its row."""
     from rdistill.evaluate.cells import MatrixSpec, load_manifests
     from rdistill.evaluate.matrix import Matrix, aggregate
-    from rdistill.evaluate.pairs import noise_keys, paired_gaps
+    from rdistill.evaluate.pairs import noise_keys
 
     def part(ipc: int, ablation: bool, extra: list[str]) -> MatrixSpec:
         chosen = [str(folder) for (method, k), (_, _, folder) in best.items()
@@ -45,8 +45,8 @@ def evaluate_all(s: StudySettings, best: dict, coresets: list[str], address: str
     features = replace(parts[0].features, sets=sets, mmd=mmd)
     spec = replace(parts[0].spec, ipcs=tuple(s.ipcs), full=s.full_epochs is not None,
                    surrogates=tuple(dict.fromkeys(x for m in parts for x in m.spec.surrogates)))
-    gaps = paired_gaps(results, noise_keys(load_manifests(spec.surrogates)))
-    return Matrix(tuple(aggregate(results, mmd)), tuple(results), spec, features, sum(m.seconds for m in parts), gaps)
+    noise = noise_keys(load_manifests(spec.surrogates))
+    return Matrix(tuple(aggregate(results, mmd)), tuple(results), spec, features, sum(m.seconds for m in parts), noise)
 
 
 def evaluate_part(s: StudySettings, name: str, spec, address: str | None):
