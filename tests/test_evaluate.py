@@ -4,12 +4,11 @@ import pandas as pd
 import pytest
 import torch
 
-from rdistill.data import load_dataset
 from rdistill.common.stats import mean_std
 from rdistill.evaluate.cells import FULL, Cell, CellResult, DataSpec, MatrixSpec, plan_cells, run_cell, train_tensors
 from rdistill.evaluate.matrix import Matrix, aggregate, evaluate_matrix
-from rdistill.generate.select import select_coreset
 from rdistill.data.shards import Manifest
+from tests.tiny_models import digits_coresets
 
 CLASSES = [str(k) for k in range(10)]
 
@@ -17,10 +16,7 @@ CLASSES = [str(k) for k in range(10)]
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory):
     """Two tiny digits sets of real images: random and k-center (pixel features), IPC 3."""
-    root, d = tmp_path_factory.mktemp("sets"), load_dataset("digits")
-    for method in ("random", "kcenter"):
-        select_coreset(d, method, ipc=3, seed=0, out=root / method, features="pixels")
-    return root
+    return digits_coresets(tmp_path_factory.mktemp("sets"), ipc=3)
 
 
 def manifest(method: str, ipc: int) -> Manifest:

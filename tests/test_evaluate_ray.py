@@ -3,11 +3,10 @@
 import pytest
 
 import rdistill.cli as cli
-from rdistill.data import load_dataset
 from rdistill.evaluate.cells import MatrixSpec
 from rdistill.evaluate.matrix import evaluate_matrix
-from rdistill.generate.select import select_coreset
 from rdistill.tracking import PARENT_TAG, client, mlflow_uri
+from tests.tiny_models import digits_coresets
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -22,10 +21,7 @@ def local_ray():
 
 @pytest.fixture
 def sets(tmp_path):
-    d = load_dataset("digits")
-    for method in ("random", "kcenter"):
-        select_coreset(d, method, ipc=2, seed=0, out=tmp_path / method, features="pixels")
-    return [str(tmp_path / m) for m in ("random", "kcenter")]
+    return [str(digits_coresets(tmp_path, ipc=2) / m) for m in ("random", "kcenter")]
 
 
 def test_evaluate_runs_cells_as_ray_tasks_and_lands_in_mlflow(local_ray, sets, tmp_path, capsys, monkeypatch):

@@ -3,20 +3,16 @@
 import pytest
 
 import rdistill.evaluate.matrix as matrix_module
-from rdistill.data import load_dataset
 from rdistill.data.shards import Manifest
 from rdistill.evaluate.cells import Cell, DataSpec, MatrixSpec
 from rdistill.evaluate.kept import cell_key
 from rdistill.evaluate.matrix import evaluate_matrix
-from rdistill.generate.select import select_coreset
+from tests.tiny_models import digits_coresets
 
 
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory):
-    root, d = tmp_path_factory.mktemp("sets"), load_dataset("digits")
-    for method in ("random", "kcenter"):
-        select_coreset(d, method, ipc=2, seed=0, out=root / method, features="pixels")
-    return root
+    return digits_coresets(tmp_path_factory.mktemp("sets"), ipc=2)
 
 
 @pytest.fixture

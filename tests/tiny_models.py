@@ -3,6 +3,7 @@
 - `save_tiny_vae`: an AutoencoderKL folder like Stable Diffusion's VAE (16x16 RGB -> 4x8x8 latents).
 - `save_original_dit`: a `.pt` state_dict in the original DiT layout (like DiT-XL-2-256x256.pt).
 - `write_wnid_folder`: an ImageNet-style folder train/<wnid>/*.png, val/<wnid>/*.png.
+- `digits_coresets`: tiny surrogate sets of real digits images (random, k-center), one folder per method.
 """
 
 from pathlib import Path
@@ -73,4 +74,15 @@ def write_wnid_folder(root: Path, wnids, per_class=6, val_per_class=2, size=16, 
             for i in range(n):
                 pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8) // (k + 1)
                 Image.fromarray(pixels).save(folder / f"{wnid}_{i}.png")
+    return root
+
+
+def digits_coresets(root: Path, ipc: int, methods=("random", "kcenter")) -> Path:
+    """root/<method> for each method: a seed-0 coreset of digits at this IPC (k-center on pixels: no network)."""
+    from rdistill.data import load_dataset
+    from rdistill.generate.select import select_coreset
+
+    d = load_dataset("digits")
+    for method in methods:
+        select_coreset(d, method, ipc=ipc, seed=0, out=root / method, features="pixels")
     return root
