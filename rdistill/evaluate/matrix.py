@@ -146,11 +146,11 @@ class Matrix:
         columns = self.columns
         out = _aligned([list(columns)] + [self.cells(r, len(columns) > len(COLUMNS)) for r in self.rows], markdown)
         out += [""] + [f"- {n}" if markdown else n for n in self.notes()]
-        if self.gaps:
+        if gaps := self.gaps:  # derived from the results on each call: once here
             out += ["", "paired on the same sampling noise: gap = method - other on each shared draw (its mean over "
                         "the seeds), mean ± std over the shared draws; ahead = draws where method's final is higher",
                     ""]
-            out += _aligned([list(GAP_COLUMNS)] + [gap_cells(g) for g in self.gaps], markdown, left=2)
+            out += _aligned([list(GAP_COLUMNS)] + [gap_cells(g) for g in gaps], markdown, left=2)
         return "\n".join(out) + "\n"
 
     def to_frame(self):
